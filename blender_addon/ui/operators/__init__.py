@@ -1,0 +1,1 @@
+"""One operator per module; each class is listed in ui.registration.CLASSES."""
