@@ -14,7 +14,7 @@ CLI_COMMAND = "carprobe"
 _cli_handle = None
 
 
-def cli_command(argv: list[str]) -> int:
+def cli_command(argv: list[str], prog: str = "blender -b --command carprobe") -> int:
     """`blender -b --command carprobe ARGS`: the `carprobe` console script's render commands.
 
     Same arguments and exit codes (0 ok, 1 internal error, 2 bad input, 130 interrupted);
@@ -23,7 +23,7 @@ def cli_command(argv: list[str]) -> int:
     from . import cli
 
     try:
-        return cli.main(list(argv), cli.RENDER_COMMANDS, prog="blender -b --command carprobe")
+        return cli.main(list(argv), cli.RENDER_COMMANDS, prog=prog)
     except SystemExit as exc:
         if exc.code is None:
             return 0
