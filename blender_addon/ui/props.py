@@ -53,6 +53,8 @@ def _bpy_property(f: F.Field):
         return EnumProperty(items=_enum_items("mode:" + f.param.kind, modes, F.MODE_LABELS), default="fixed", **kw)
     if f.kind == "path":
         return StringProperty(default=str(f.default), subtype="FILE_PATH", **kw)
+    if f.kind == "given":
+        return BoolProperty(default=False, options={"HIDDEN"}, **kw)
     if f.kind == "exact":
         return StringProperty(default="", options={"HIDDEN"}, **kw)
     return StringProperty(default=str(f.default), **kw)   # str, color, list

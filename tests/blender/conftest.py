@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 
-if "CARPROBE_KEEP_BLENDER_USER" not in os.environ:
-    _user_dir = tempfile.mkdtemp(prefix="carprobe-blender-user-")
-    os.environ["BLENDER_USER_RESOURCES"] = _user_dir
-    atexit.register(shutil.rmtree, _user_dir, ignore_errors=True)
+_user_dir = tempfile.mkdtemp(prefix="carprobe-blender-user-")
+os.environ["BLENDER_USER_RESOURCES"] = _user_dir
+atexit.register(shutil.rmtree, _user_dir, ignore_errors=True)

@@ -31,6 +31,7 @@ class CARPROBE_PT_dataset(bpy.types.Panel):
         layout.use_property_split = True
         layout.use_property_decorate = False
         layout.prop(props, "name")
+        layout.prop(props, "description")
         for group in schema.SETTING_GROUPS:
             col = layout.column(heading=group.capitalize())
             for p in schema.PARAMS:
