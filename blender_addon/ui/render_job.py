@@ -1,8 +1,9 @@
 """A dataset render cut into steps, for the GUI's modal operator; bpy-free.
 
 There is one render loop, ``core.render_set.render_samples``; a job calls it with one index at
-a time so the operator can return to Blender's event loop (progress, Esc) between images.
-Resume, atomic writes and the journal are the loop's business, not the job's.
+a time (``finalize=False``) so the operator can return to Blender's event loop (progress, Esc)
+between images, and rewrites the index files (metadata.csv, dataset.json) once in ``close()``.
+Resume, atomic writes and the journal stay the loop's business.
 """
 
 from __future__ import annotations
@@ -13,22 +14,37 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..core import render_set
+from ..core.sampling import sample_count
+
 
 class RenderJob:
-    """Render ``indices`` of ``spec`` into ``out_dir`` a few images per ``step()``."""
+    """Render ``indices`` (default: all) of ``spec`` into ``out_dir`` a few images per ``step()``.
 
-    def __init__(self, spec, out_dir: Path, render_image: Callable, indices: Iterable[int],
-                 render_samples: Callable | None = None):
-        if render_samples is None:
-            from ..core.render_set import render_samples
+    Creating a job checks the folder (a different spec's render set is refused with a
+    CarprobeError) and counts the images already complete, which a rerun skips.
+    """
+
+    def __init__(self, spec, out_dir: str | Path, render_image: Callable, indices: Iterable[int] | None = None,
+                 blender_version: str | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.render_image = render_image
-        self.render_samples = render_samples
-        self.pending = deque(indices)
-        self.total = len(self.pending)
-        self.done = 0
+        self.blender_version = blender_version
+        wanted = list(range(sample_count(spec)) if indices is None else indices)
+        render_set.prepare_folder(spec, self.out_dir)
+        complete = render_set.completed_indices(self.out_dir)
+        self.pending = deque(i for i in wanted if i not in complete)
+        self.total = len(wanted)
+        self.skipped = self.total - len(self.pending)
+        self.rendered = 0
         self.cancelled = False
+        self.closed = False
+
+    @property
+    def done(self) -> int:
+        """Images of this job that are complete (rendered now or earlier)."""
+        return self.skipped + self.rendered
 
     @property
     def finished(self) -> bool:
@@ -41,26 +57,42 @@ class RenderJob:
     def step(self, budget_s: float = 0.25, clock: Callable[[], float] = time.monotonic) -> bool:
         """Render pending images until ``budget_s`` seconds have passed (at least one image).
 
-        Returns True when the job is finished (all done or cancelled). An exception leaves the
-        failing index pending, so a later run retries it.
+        Returns True when the job is finished (all done or cancelled). On an exception the
+        failing index stays pending; completed images are kept and a rerun resumes.
         """
         start = clock()
         while self.pending and not self.cancelled:
             index = self.pending[0]
-            self.render_samples(self.spec, self.out_dir, self.render_image, [index], progress=False)
+            render_set.render_samples(self.spec, self.out_dir, self.render_image, [index], progress=False,
+                                      blender_version=self.blender_version, finalize=False)
             self.pending.popleft()
-            self.done += 1
+            self.rendered += 1
             if clock() - start >= budget_s:
                 break
         return self.finished
 
-    def run(self) -> None:
-        """Render everything now (scripts and background mode)."""
-        self.step(budget_s=math.inf)
-
     def cancel(self) -> None:
         self.cancelled = True
 
+    def close(self) -> int:
+        """Rewrite metadata.csv and dataset.json from the complete images; returns their count."""
+        self.closed = True
+        return render_set.write_index_files(self.spec, self.out_dir, blender_version=self.blender_version)
+
+    def run(self) -> int:
+        """Render everything now (scripts and background mode); returns the complete count."""
+        try:
+            self.step(budget_s=math.inf)
+        finally:
+            complete = self.close()
+        return complete
+
     def status(self) -> str:
-        verb = "cancelled" if self.cancelled else ("done" if not self.pending else "rendering")
-        return f"carprobe: {verb} {self.done}/{self.total} images to {self.out_dir}"
+        if self.cancelled:
+            verb = "cancelled after"
+        elif not self.pending:
+            verb = "done:"
+        else:
+            verb = "rendering"
+        resumed = f" ({self.skipped} already complete)" if self.skipped else ""
+        return f"carprobe: {verb} {self.done}/{self.total} images{resumed} in {self.out_dir}"

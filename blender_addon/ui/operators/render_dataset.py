@@ -23,6 +23,10 @@ def cancel_running_jobs() -> None:
         job.cancel()
         if timer is not None and wm is not None:
             wm.event_timer_remove(timer)
+        try:
+            job.close()
+        except Exception as exc:  # noqa: BLE001 - unregistering must not fail
+            print(f"carprobe: could not write the index files of {job.out_dir}: {exc}")
     _ACTIVE.clear()
     if wm is not None and getattr(wm, "carprobe_state", None) is not None:
         wm.carprobe_state.render_running = False
@@ -50,7 +54,8 @@ class CARPROBE_OT_render_dataset(bpy.types.Operator):
 
         spec = current_spec(context)
         out = output_dir(context)
-        return RenderJob(spec, out, make_image_renderer(spec), range(sample_count(spec)))
+        return RenderJob(spec, out, make_image_renderer(spec), range(sample_count(spec)),
+                         blender_version=bpy.app.version_string)
 
     def _show(self, context, job, message: str = "") -> None:
         state = context.window_manager.carprobe_state
@@ -73,9 +78,9 @@ class CARPROBE_OT_render_dataset(bpy.types.Operator):
             state.render_running = True
             job.run()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a report
-            state.render_running = False
             return report_exception(self, exc, "Render dataset")
-        state.render_running = False
+        finally:
+            state.render_running = False
         self._show(context, job)
         self.report({"INFO"}, job.status())
         return {"FINISHED"}
@@ -104,7 +109,10 @@ class CARPROBE_OT_render_dataset(bpy.types.Operator):
             return {"CANCELLED"}
         if event.type == "ESC" and event.value == "PRESS":
             job.cancel()
-            self._stop(context)
+            try:
+                self._stop(context)
+            except Exception as exc:  # noqa: BLE001
+                return report_exception(self, exc, "Render dataset")
             self._show(context, job)
             self.report({"WARNING"}, job.status() + "; rerun Render Dataset to resume")
             return {"CANCELLED"}
@@ -113,11 +121,17 @@ class CARPROBE_OT_render_dataset(bpy.types.Operator):
         try:
             finished = job.step(self.step_seconds)
         except Exception as exc:  # noqa: BLE001 - the failing image stays pending for a rerun
-            self._stop(context)
+            try:
+                self._stop(context)
+            except Exception:  # noqa: BLE001 - the render error is the one to report
+                pass
             self._show(context, job, f"stopped at image {job.done}/{job.total}: {exc}")
             return report_exception(self, exc, "Render dataset")
         if finished:
-            self._stop(context)
+            try:
+                self._stop(context)
+            except Exception as exc:  # noqa: BLE001
+                return report_exception(self, exc, "Render dataset")
             self._show(context, job)
             self.report({"INFO"}, job.status())
             return {"FINISHED"}
@@ -125,8 +139,10 @@ class CARPROBE_OT_render_dataset(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
     def _stop(self, context) -> None:
+        """Remove the timer and UI state, then write the index files of what is complete."""
         context.window_manager.event_timer_remove(self._timer)
         _ACTIVE.pop(self._key, None)
         context.window_manager.carprobe_state.render_running = False
         if context.workspace is not None:
             context.workspace.status_text_set(None)
+        self._job.close()
