@@ -1,0 +1,307 @@
+"""The render loop and the on-disk render set, with a fake renderer instead of Blender."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from blender_addon.core import render_set, sampling, schema
+from blender_addon.core.errors import CarprobeError
+from blender_addon.core.spec import parse_spec
+from blender_addon.core.version import CARPROBE_VERSION
+
+from core_fakes import SMALL_SPEC, FakeRenderer
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every visible file of a render set (journals and markers excluded) → its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp" in p.name]
+
+
+def test_full_render_writes_images_masks_metadata_and_dataset_json(tmp_path, small_spec):
+    renderer = FakeRenderer()
+    result = render_set.render_samples(small_spec, tmp_path / "set", renderer, progress=False,
+                                       blender_version="4.5.3")
+    root = tmp_path / "set"
+    assert result == render_set.RenderResult(rendered=12, skipped=0, complete=12, total=12)
+    assert sorted(renderer.calls) == list(range(12))
+    for i in range(12):
+        assert (root / f"images/{i:06d}.png").read_bytes().startswith(b"\x89PNG")
+        assert (root / f"masks/{i:06d}.png").is_file()
+    with open(root / "metadata.csv", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        rows = list(reader)
+    assert header[0] == "file_name"
+    assert header == sampling.metadata_columns(small_spec)
+    assert [r[0] for r in rows] == [f"images/{i:06d}.png" for i in range(12)]
+    info = json.loads((root / "dataset.json").read_text())
+    assert info["spec_hash"] == small_spec.hash
+    assert info["spec"] == small_spec.resolved()
+    assert info["carprobe_version"] == CARPROBE_VERSION
+    assert info["blender_version"] == "4.5.3"
+    assert info["counts"] == {"samples": 12, "images": 12, "masks": 12, "missing": 0}
+    assert info["factors"] == ["car.shape_seed", "paint.color", "camera.azimuth"]
+    assert info["mask_parts"] == {name: i for i, name in enumerate(schema.MASK_PARTS)}
+    assert info["shard"] is None
+    assert temp_files(root) == []
+
+
+def test_renderer_gets_hidden_temp_paths_in_the_final_folder_with_the_real_suffix(tmp_path, small_spec):
+    renderer = FakeRenderer()
+    render_set.render_samples(small_spec, tmp_path, renderer, indices=[3], progress=False)
+    image_tmp, mask_tmp = renderer.paths[0]
+    assert image_tmp.parent == tmp_path / "images" and mask_tmp.parent == tmp_path / "masks"
+    assert image_tmp.name.startswith(".") and image_tmp.suffix == ".png"
+    assert image_tmp.name != "000003.png" and not image_tmp.exists()
+
+
+def test_read_render_set_gives_typed_rows_equal_to_sample_row(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), progress=False)
+    loaded = render_set.read_render_set(tmp_path)
+    assert loaded.rows == [sampling.sample_row(small_spec, i) for i in range(12)]
+    assert loaded.spec.hash == small_spec.hash
+    assert loaded.image_paths[2] == tmp_path / "images/000002.png"
+
+
+def test_interrupted_run_keeps_complete_images_and_resume_renders_only_the_rest(tmp_path, small_spec):
+    reference = tmp_path / "reference"
+    render_set.render_samples(small_spec, reference, FakeRenderer(), progress=False)
+
+    root = tmp_path / "set"
+    with pytest.raises(KeyboardInterrupt):
+        render_set.render_samples(small_spec, root, FakeRenderer(fail_at=5, error=KeyboardInterrupt()),
+                                  progress=False)
+    # the index files were written on the way out and list exactly the 5 complete images
+    assert len(render_set.read_render_set(root).rows) == 5
+    assert json.loads((root / "dataset.json").read_text())["counts"]["missing"] == 7
+    assert temp_files(root) == []  # the half-written image is gone
+    assert not (root / "images/000005.png").exists()
+
+    resumed = FakeRenderer()
+    result = render_set.render_samples(small_spec, root, resumed, progress=False)
+    assert resumed.calls == list(range(5, 12))
+    assert (result.rendered, result.skipped) == (7, 5)
+    assert tree_bytes(root) == tree_bytes(reference)
+
+    again = FakeRenderer()
+    render_set.render_samples(small_spec, root, again, progress=False)
+    assert again.calls == []  # nothing rendered twice
+    assert tree_bytes(root) == tree_bytes(reference)
+
+
+def test_image_without_journal_line_is_rendered_again_and_listed_once(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0, 1], progress=False)
+    # a process killed between renaming image 2 and journaling it leaves an unlisted image
+    (tmp_path / "images/000002.png").write_bytes(b"stale")
+    renderer = FakeRenderer()
+    render_set.render_samples(small_spec, tmp_path, renderer, indices=[0, 1, 2], progress=False)
+    assert renderer.calls == [2]
+    indices = [row["index"] for row in render_set.read_render_set(tmp_path).rows]
+    assert indices == [0, 1, 2]
+    assert (tmp_path / "images/000002.png").read_bytes() != b"stale"
+
+
+def test_torn_journal_line_is_ignored(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0, 1], progress=False)
+    journal = next((tmp_path / render_set.JOURNAL_DIR).glob("*.jsonl"))
+    with open(journal, "a") as handle:
+        handle.write('{"index": 7, "file_na')  # died mid-write
+    assert sorted(render_set.completed_indices(tmp_path)) == [0, 1]
+    renderer = FakeRenderer()
+    render_set.render_samples(small_spec, tmp_path, renderer, indices=[0, 1, 7], progress=False)
+    assert renderer.calls == [7]
+
+
+def test_stray_temp_files_are_deleted_on_start(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0], progress=False)
+    stray = tmp_path / "images" / ".000004.12345-deadbeef.tmp.png"
+    stray.write_bytes(b"half")
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[4], progress=False)
+    assert not stray.exists()
+
+
+def test_stray_temp_files_of_other_indices_are_left_to_their_writer(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0], progress=False)
+    other = tmp_path / "images" / ".000009.12345-deadbeef.tmp.png"
+    other.write_bytes(b"another worker is writing this")
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[4], progress=False)
+    assert other.exists()
+    render_set.finalize(small_spec, tmp_path)  # once every writer has stopped
+    assert not other.exists()
+
+
+def test_resume_into_a_folder_of_a_different_spec_is_refused(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0], progress=False)
+    other = parse_spec({**SMALL_SPEC, "render": {"width": 32, "height": 48}})
+    with pytest.raises(CarprobeError, match="different spec") as info:
+        render_set.render_samples(other, tmp_path, FakeRenderer(), progress=False)
+    assert "new folder" in str(info.value) and "delete" in str(info.value)
+    # the name is not part of the hash: a renamed spec resumes
+    renamed = parse_spec({**SMALL_SPEC, "name": "renamed"})
+    render_set.render_samples(renamed, tmp_path, FakeRenderer(), indices=[1], progress=False)
+
+
+def test_a_foreign_non_empty_folder_is_refused(tmp_path, small_spec):
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(CarprobeError, match="not a carprobe render set"):
+        render_set.render_samples(small_spec, tmp_path, FakeRenderer(), progress=False)
+    assert not (tmp_path / "images").exists()
+
+
+def test_disk_full_while_rendering_is_a_clear_error_and_keeps_complete_work(tmp_path, small_spec):
+    root = tmp_path / "set"
+    full = FakeRenderer(fail_at=3, error=OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(CarprobeError, match="no space left") as info:
+        render_set.render_samples(small_spec, root, full, progress=False)
+    assert "rerun the same command to resume" in str(info.value)
+    assert [r["index"] for r in render_set.read_render_set(root).rows] == [0, 1, 2]
+    assert temp_files(root) == []
+    renderer = FakeRenderer()
+    render_set.render_samples(small_spec, root, renderer, progress=False)
+    assert renderer.calls == list(range(3, 12))
+
+
+def test_disk_full_while_writing_index_files_leaves_the_old_ones_intact(tmp_path, small_spec, monkeypatch):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0, 1], progress=False)
+    before = tree_bytes(tmp_path)
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[2], progress=False,
+                              finalize=False)
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(render_set.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        render_set.write_index_files(small_spec, tmp_path)
+    after = tree_bytes(tmp_path)
+    assert after["metadata.csv"] == before["metadata.csv"]
+    assert after["dataset.json"] == before["dataset.json"]
+    assert temp_files(tmp_path) == []
+
+
+def test_renderer_that_writes_nothing_is_an_error_and_nothing_is_journaled(tmp_path, small_spec):
+    def lazy(row, image_path, mask_path):
+        pass
+
+    with pytest.raises(RuntimeError, match="wrote no file"):
+        render_set.render_samples(small_spec, tmp_path, lazy, indices=[0], progress=False)
+    assert render_set.completed_indices(tmp_path) == {}
+
+
+def test_out_of_range_indices_are_refused(tmp_path, small_spec):
+    with pytest.raises(CarprobeError, match="out of range"):
+        render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[12], progress=False)
+
+
+def test_shards_merged_equal_one_run(tmp_path, small_spec):
+    single = tmp_path / "single"
+    render_set.render_samples(small_spec, single, FakeRenderer(), progress=False, blender_version="4.5.3")
+    from blender_addon.core.shard import shard_indices
+    parts = []
+    for k in (1, 2, 3):
+        part = tmp_path / f"part-{k}"
+        render_set.render_samples(small_spec, part, FakeRenderer(), indices=shard_indices(12, k, 3),
+                                  progress=False, blender_version="4.5.3", shard=(k, 3))
+        assert json.loads((part / "dataset.json").read_text())["shard"] == {"k": k, "n": 3}
+        parts.append(part)
+    merged = render_set.merge(parts, tmp_path / "merged")
+    assert len(merged.rows) == 12
+    assert tree_bytes(tmp_path / "merged") == tree_bytes(single)  # metadata, dataset.json, images
+
+
+def test_merge_of_overlapping_or_interrupted_parts_takes_each_index_once(tmp_path, small_spec):
+    a, b = tmp_path / "a", tmp_path / "b"
+    render_set.render_samples(small_spec, a, FakeRenderer(), indices=range(0, 8), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        render_set.render_samples(small_spec, b, FakeRenderer(fail_at=4, error=KeyboardInterrupt()),
+                                  indices=range(5, 12), progress=False)
+    merged = render_set.merge([a, b], tmp_path / "out")
+    assert [r["index"] for r in merged.rows] == list(range(0, 9))
+
+
+def test_merge_refuses_parts_of_different_specs(tmp_path, small_spec):
+    other = parse_spec({**SMALL_SPEC, "design": {"kind": "one_at_a_time", "seed": 5,
+                                                 "across": ["car.shape_seed"]}})
+    render_set.render_samples(small_spec, tmp_path / "a", FakeRenderer(), indices=[0], progress=False)
+    render_set.render_samples(other, tmp_path / "b", FakeRenderer(), indices=[1], progress=False)
+    with pytest.raises(CarprobeError, match="different specs"):
+        render_set.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CarprobeError, match="not a carprobe render set"):
+        render_set.merge([tmp_path / "empty"], tmp_path / "out2")
+
+
+def test_two_writers_into_one_folder_then_finalize_equal_one_run(tmp_path, small_spec):
+    single = tmp_path / "single"
+    render_set.render_samples(small_spec, single, FakeRenderer(), progress=False)
+    shared = tmp_path / "shared"
+    for worker in range(2):
+        render_set.render_samples(small_spec, shared, FakeRenderer(), indices=range(worker, 12, 2),
+                                  progress=False, finalize=False)
+    assert not (shared / "metadata.csv").exists()
+    render_set.finalize(small_spec, shared)
+    assert tree_bytes(shared) == tree_bytes(single)
+    assert len(list((shared / render_set.JOURNAL_DIR).glob("*.jsonl"))) == 2
+
+
+def _worker(spec_data, root, worker, count):
+    render_set.render_samples(parse_spec(spec_data), root, FakeRenderer(), indices=range(worker, 12, count),
+                              progress=False, finalize=False)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_concurrent_worker_processes_share_one_folder(tmp_path, small_spec):
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_worker, args=(SMALL_SPEC, tmp_path, w, 3)) for w in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+        assert w.exitcode == 0
+    assert render_set.finalize(small_spec, tmp_path) == 12
+    assert [r["index"] for r in render_set.read_render_set(tmp_path).rows] == list(range(12))
+
+
+def test_metadata_is_deterministic_and_timestamp_free(tmp_path, small_spec):
+    for name in ("a", "b"):
+        render_set.render_samples(small_spec, tmp_path / name, FakeRenderer(), progress=False)
+    a, b = tree_bytes(tmp_path / "a"), tree_bytes(tmp_path / "b")
+    assert a["metadata.csv"] == b["metadata.csv"] and a["dataset.json"] == b["dataset.json"]
+
+
+def test_reading_a_folder_without_dataset_json_says_what_to_do(tmp_path, small_spec):
+    with pytest.raises(CarprobeError, match="not a carprobe render set"):
+        render_set.read_render_set(tmp_path)
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0], progress=False,
+                              finalize=False)
+    with pytest.raises(CarprobeError, match="rerun the render command"):
+        render_set.read_render_set(tmp_path)
+
+
+def test_progress_output_is_plain_lines_when_not_a_tty(tmp_path, small_spec, capsys):
+    import io
+    stream = io.StringIO()
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), progress=True, progress_stream=stream)
+    lines = stream.getvalue().splitlines()
+    assert lines and "\r" not in stream.getvalue()
+    assert lines[-1].startswith("render small: 12/12")
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    target = tmp_path / "x.txt"
+    render_set.atomic_write_text(target, "one")
+    render_set.atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert os.listdir(tmp_path) == ["x.txt"]
