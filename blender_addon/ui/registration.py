@@ -4,6 +4,7 @@ before the groups that point at them, parent panels before their children)."""
 from __future__ import annotations
 
 from . import props
+from .operators.clear_preview import CARPROBE_OT_clear_preview
 from .operators.load_spec import CARPROBE_OT_load_spec
 from .operators.new_spec import CARPROBE_OT_new_spec
 from .operators.preview_sample import CARPROBE_OT_preview_sample
@@ -23,6 +24,7 @@ OPERATORS: tuple[type, ...] = (
     CARPROBE_OT_validate_spec,
     CARPROBE_OT_preview_sample,
     CARPROBE_OT_randomize_sample,
+    CARPROBE_OT_clear_preview,
     CARPROBE_OT_render_dataset,
 )
 PANELS: tuple[type, ...] = (CARPROBE_PT_dataset, CARPROBE_PT_preview, *FACTOR_PANELS, CARPROBE_PT_render)

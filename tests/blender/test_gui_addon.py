@@ -47,7 +47,7 @@ def test_register_unregister_leaves_blender_as_found():
         assert "CARPROBE_PT_car" in during["types"] and "CARPROBE_OT_render_dataset" in during["types"]
         assert len(during["groups"]) == 2 + len(schema.GROUPS)
         assert {"load_spec", "save_spec", "preview_sample", "randomize_sample", "validate_spec",
-                "render_dataset", "new_spec"} <= set(during["ops"])
+                "render_dataset", "new_spec", "clear_preview"} <= set(during["ops"])
         if hasattr(bpy.utils, "register_cli_command"):
             assert during["cli"] is not None
         assert during["handlers"] == before["handlers"] and during["data"] == before["data"]
@@ -190,7 +190,8 @@ def test_preview_panel_shows_slider_and_sample_values(addon):
     state.preview_error = ""
     log = draw(panel("CARPROBE_PT_preview"))
     assert ("prop", "CARPROBE_PG_spec", "preview_index") in log
-    assert {"carprobe.randomize_sample", "carprobe.preview_sample"} <= {e[1] for e in log if e[0] == "operator"}
+    assert {"carprobe.randomize_sample", "carprobe.preview_sample", "carprobe.clear_preview"} <= \
+        {e[1] for e in log if e[0] == "operator"}
     row = {"index": 3, "car_id": "suv-0002", "subset": "", "seed": 77, "camera.azimuth": 45.0,
            "paint.color": "red", "car.body": "suv", "file_name": "images/000003.png"}
     import json

@@ -148,6 +148,10 @@ def test_preview_operator_slider_and_randomize(props, tiny):
     assert "sample index 7: out of range" in state().preview_error and state().preview_row == ""
     with pytest.raises(RuntimeError, match="out of range, the spec has 3 samples"):
         bpy.ops.carprobe.preview_sample(index=9)
+    assert "carprobe" in bpy.data.collections
+    assert bpy.ops.carprobe.clear_preview() == {"FINISHED"}
+    assert "carprobe" not in bpy.data.collections and state().preview_row == ""
+    assert not [o for o in bpy.data.objects if o.name.startswith("carprobe.")]
 
 
 def test_render_tiny_set_and_resume(props, tiny, tmp_path):
@@ -164,7 +168,8 @@ def test_render_tiny_set_and_resume(props, tiny, tmp_path):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert state().render_done == state().render_total == 3 and not state().render_running
     mtimes = [p.stat().st_mtime_ns for p in images]
-    assert bpy.ops.carprobe.render_dataset() == {"FINISHED"}       # a rerun resumes: nothing to do
+    # a rerun resumes: nothing to do (invoked as from the button; without a window it runs at once)
+    assert bpy.ops.carprobe.render_dataset("INVOKE_DEFAULT") == {"FINISHED"}
     assert [p.stat().st_mtime_ns for p in sorted((out / "images").iterdir())] == mtimes
     assert "(3 already complete)" in state().render_message
     props.camera.azimuth_values = "0, 90"        # another spec may not write into this set

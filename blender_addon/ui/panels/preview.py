@@ -27,6 +27,7 @@ class CARPROBE_PT_preview(bpy.types.Panel):
         row.prop(props, "preview_index")
         row.operator("carprobe.randomize_sample", text="", icon="FILE_REFRESH")
         row.operator("carprobe.preview_sample", text="", icon="HIDE_OFF").index = -1
+        row.operator("carprobe.clear_preview", text="", icon="TRASH")
         if state.preview_error:
             box = layout.box()
             for i, line in enumerate(state.preview_error.splitlines()):
