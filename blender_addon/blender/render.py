@@ -1,0 +1,166 @@
+"""Render one sample to files, and a whole spec to a render set.
+
+Masks: Cycles' material-index pass (every carprobe material's `pass_index` is its part id in
+schema.MASK_PARTS; the world gives 0 = background) is routed by the compositor to a File
+Output node writing a float EXR into a private temp folder (the Viewer image is not updated in
+background renders), read back after the render and written as an 8-bit greyscale PNG whose
+pixel values are part ids. Cycles writes index passes from the first camera hit of a pixel's samples, unfiltered,
+so every pixel holds exactly one id (no anti-aliased blends) and costs nothing extra in the
+same render. Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and
+Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample.
+
+Determinism: the Cycles seed is the row's per-image seed and adaptive sampling is off, so the
+same spec renders the same images; on CPU with several threads Cycles is bit-exact in practice
+(tests/blender checks two renders of one row differ by at most 1/255 per channel).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import bpy
+
+from ..core.errors import CarprobeError
+from . import scene as scene_mod
+
+MASK_STEM = "carprobe_mask"
+_MASK_TAG = "carprobe_mask"
+
+
+def write_png_gray8(path: str | os.PathLike, width: int, height: int, rows_top_down: list[bytes]) -> None:
+    """Write an 8-bit greyscale PNG (stdlib only: no PIL inside Blender)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    raw = b"".join(b"\x00" + r for r in rows_top_down)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    with open(path, "wb") as fh:
+        fh.write(png)
+
+
+def _set_mask_compositor(scene, out_dir: str | None) -> None:
+    """Route the material-index pass to an EXR File Output node writing into `out_dir`
+    (None: remove carprobe's nodes and the pass)."""
+    view_layer = scene.view_layers[0]
+    tree = scene.node_tree
+    if out_dir is None:
+        view_layer.use_pass_material_index = False
+        if tree is not None:
+            for n in [n for n in tree.nodes if n.get(_MASK_TAG)]:
+                tree.nodes.remove(n)
+        return
+    view_layer.use_pass_material_index = True
+    scene.use_nodes = True
+    scene.render.use_compositing = True
+    tree = scene.node_tree
+    rl = next((n for n in tree.nodes if n.type == "R_LAYERS"), None)
+    if rl is None:
+        rl = tree.nodes.new("CompositorNodeRLayers")
+        rl[_MASK_TAG] = True
+    rl.layer = view_layer.name
+    comp = next((n for n in tree.nodes if n.type == "COMPOSITE"), None)
+    if comp is None:
+        comp = tree.nodes.new("CompositorNodeComposite")
+        comp[_MASK_TAG] = True
+    if not comp.inputs["Image"].is_linked:
+        tree.links.new(rl.outputs["Image"], comp.inputs["Image"])
+    out = next((n for n in tree.nodes if n.get(_MASK_TAG) and n.type == "OUTPUT_FILE"), None)
+    if out is None:
+        out = tree.nodes.new("CompositorNodeOutputFile")
+        out[_MASK_TAG] = True
+        # Float EXR: ids survive exactly, with no colour management on the way.
+        out.format.file_format = "OPEN_EXR"
+        out.format.color_depth = "32"
+        out.format.exr_codec = "ZIP"
+        out.file_slots[0].path = MASK_STEM
+    out.base_path = out_dir.rstrip("/\\") + os.sep  # a folder: Blender appends the slot path as is
+    out.mute = False
+    tree.links.new(rl.outputs["IndexMA"], out.inputs[0])
+
+
+def _read_mask(out_dir: str, width: int, height: int) -> list[bytes]:
+    """Part ids from the EXR the File Output node wrote, top row first."""
+    files = sorted(Path(out_dir).glob(MASK_STEM + "*"))  # no extension when use_file_extension is off
+    if not files:
+        raise CarprobeError(f"render: the mask pass wrote no file into {out_dir}")
+    img = bpy.data.images.load(str(files[-1]))
+    try:
+        if tuple(img.size) != (width, height):
+            raise CarprobeError(f"render: mask is {tuple(img.size)}, expected {(width, height)}")
+        import numpy as np  # ships with the bpy wheel and with Blender
+        px = np.empty(width * height * 4, dtype=np.float32)
+        img.pixels.foreach_get(px)
+    finally:
+        bpy.data.images.remove(img)
+        for f in files:
+            f.unlink()
+    # Blender stores the bottom row first.
+    ids = np.clip(np.rint(px[0::4]), 0, 255).astype(np.uint8).reshape(height, width)[::-1]
+    return [r.tobytes() for r in ids]
+
+
+def make_image_renderer(spec) -> Callable[[dict, str, str | None], None]:
+    """render_image(row, image_path, mask_path_or_None): apply the row, render, write files."""
+    mask_dir = tempfile.mkdtemp(prefix="carprobe-mask-")
+    atexit.register(shutil.rmtree, mask_dir, True)
+
+    def render_image(row: dict, image_path, mask_path=None) -> None:
+        scene = bpy.context.scene
+        scene_mod.apply_row(row, spec, scene)
+        r = scene.render
+        w, h = r.resolution_x, r.resolution_y
+        want_mask = mask_path is not None
+        cycles = r.engine == "CYCLES"
+        _set_mask_compositor(scene, mask_dir if want_mask else None)
+        r.use_compositing = want_mask
+        r.filepath = str(image_path)
+        r.use_file_extension = False  # the loop hands us exact (temporary) file names
+        if want_mask and not cycles:  # EEVEE/Workbench have no index pass: a 1-sample Cycles pass
+            engine, samples = r.engine, scene.cycles.samples
+            r.engine, scene.cycles.samples = "CYCLES", 1
+            try:
+                bpy.ops.render.render(write_still=False)
+            finally:
+                r.engine, scene.cycles.samples = engine, samples
+            tree = scene.node_tree
+            for n in tree.nodes:
+                if n.get(_MASK_TAG) and n.type == "OUTPUT_FILE":
+                    n.mute = True
+            mask_rows = _read_mask(mask_dir, w, h)
+            bpy.ops.render.render(write_still=True)
+        else:
+            bpy.ops.render.render(write_still=True)
+            mask_rows = _read_mask(mask_dir, w, h) if want_mask else None
+        if not Path(image_path).is_file():
+            raise CarprobeError(f"render: Blender wrote no image to {image_path}")
+        if mask_rows is not None:
+            write_png_gray8(mask_path, w, h, mask_rows)
+    return render_image
+
+
+def render_spec(spec, out_dir, indices=None, progress=True, **kwargs):
+    """Render `spec` (all samples, or `indices`) into the render set `out_dir`.
+
+    The glue every entry point calls: core.render_set.render_samples with this renderer.
+    Extra keyword arguments (e.g. blender_version) pass through to render_samples.
+    """
+    from ..core import render_set
+    kwargs.setdefault("blender_version", bpy.app.version_string) if _accepts(render_set.render_samples,
+                                                                           "blender_version") else None
+    return render_set.render_samples(spec, out_dir, make_image_renderer(spec), indices=indices,
+                                     progress=progress, **kwargs)
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
