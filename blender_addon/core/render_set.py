@@ -139,15 +139,22 @@ def _fsync_dir(path: Path) -> None:
 # --- journals --------------------------------------------------------------------------
 
 class Journal:
-    """This process's journal: one fsync'd JSON line per complete image (opened lazily)."""
+    """This process's journal: one fsync'd JSON line per complete image (opened lazily).
+
+    One file per (host, process): a GUI that calls the loop once per image appends to the same
+    file. A line left torn by an earlier failure is closed with a newline before appending.
+    """
 
     def __init__(self, root: Path):
-        self.path = root / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.path = root / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self._handle = None
 
     def append(self, index: int, file_name: str, mask_file: str) -> None:
         if self._handle is None:
+            torn = self.path.is_file() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
             self._handle = open(self.path, "a", encoding="utf-8")
+            if torn:
+                self._handle.write("\n")
             _fsync_dir(self.path.parent)
         line = json.dumps({"index": index, "file_name": file_name, "mask_file": mask_file})
         self._handle.write(line + "\n")
@@ -161,6 +168,12 @@ class Journal:
             except OSError:
                 pass
             self._handle = None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def journal_entries(root: Path) -> dict[int, dict[str, Any]]:

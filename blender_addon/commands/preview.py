@@ -1,0 +1,61 @@
+"""`carprobe preview SPEC --index 17 --out x.png`: render one sample to an image (no render set)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from pathlib import Path
+
+from ..core.errors import CarprobeError
+from ..core.sampling import IMAGE_SUFFIX, sample_row
+from ..core.spec import load_spec
+
+SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg")}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="dataset spec (TOML)")
+    parser.add_argument("--index", type=int, default=0, help="sample index (default 0)")
+    parser.add_argument("--out", required=True, help="image file to write (suffix as render.format)")
+    parser.add_argument("--mask", help="also write the part-id mask to this PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    row = sample_row(spec, args.index)  # CarprobeError when out of range
+    out = Path(args.out)
+    image_format = spec.settings["render.format"]
+    if out.suffix.lower() not in SUFFIXES[image_format]:
+        raise CarprobeError(f"--out {args.out}: this spec renders {image_format} (render.format); use a "
+                            f"{' or '.join(SUFFIXES[image_format])} file name")
+    mask = Path(args.mask) if args.mask else None
+    if mask is not None and mask.suffix.lower() != ".png":
+        raise CarprobeError(f"--mask {args.mask}: masks are PNG; use a .png file name")
+    for path in (out, mask):
+        if path is not None and not path.parent.is_dir():
+            raise CarprobeError(f"{path}: folder {path.parent} does not exist")
+
+    from ..blender.render import make_image_renderer  # bpy only here
+    tmp_out = _temp_name(out)
+    tmp_mask = _temp_name(mask) if mask is not None else None
+    try:
+        make_image_renderer(spec)(row, tmp_out, tmp_mask)
+        os.replace(tmp_out, out)
+        if mask is not None:
+            os.replace(tmp_mask, mask)
+    finally:
+        for tmp in (tmp_out, tmp_mask):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+    print(f"sample {args.index} of {spec.name} → {out}" + (f" (mask {mask})" if mask else ""))
+    print(f"  car {row['car_id']}" + (f", subset {row['subset']}" if row["subset"] else ""))
+    for path in spec.varying_factors:
+        print(f"  {path} = {row[path]}")
+    return 0
+
+
+def _temp_name(final: Path) -> Path:
+    # keeps the real suffix last: image writers choose the format from it
+    suffix = final.suffix or IMAGE_SUFFIX["png"]
+    return final.parent / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}"
