@@ -217,3 +217,105 @@ def test_render_panel_shows_progress(addon):
     assert ("progress", "3 / 12") in log
     assert ("label", "Esc cancels; rerun resumes") in log
     state.render_running, state.render_done, state.render_total, state.render_progress = False, 0, 0, 0.0
+
+
+# --- the modal render operator, driven without a window -------------------------------------
+
+class FakeWindowManager:
+    def __init__(self):
+        self.carprobe_state = SimpleNamespace(render_running=True, render_done=0, render_total=0,
+                                              render_progress=0.0, render_message="")
+        self.removed = []
+
+    def event_timer_remove(self, timer):
+        self.removed.append(timer)
+
+
+class FakeOperator:
+    """The modal operator's methods on a plain object (Blender creates operators only in bpy.ops)."""
+
+    def __init__(self, job):
+        from blender_addon.ui.operators import render_dataset as module
+
+        cls = module.CARPROBE_OT_render_dataset
+        self.modal = cls.modal.__get__(self)
+        self._stop = cls._stop.__get__(self)
+        self._show = cls._show.__get__(self)
+        self.step_seconds = 0.0                 # one image per timer tick
+        self._job, self._timer, self._key = job, object(), id(job)
+        module._ACTIVE[self._key] = (job, self._timer)
+        self.reports = []
+
+    def report(self, kind, message):
+        self.reports.append((set(kind), message))
+
+
+def modal_context():
+    status = []
+    workspace = SimpleNamespace(status_text_set=status.append)
+    return SimpleNamespace(window_manager=FakeWindowManager(), workspace=workspace, screen=None), status
+
+
+def tiny_job(tmp_path, render_image):
+    from blender_addon.ui.render_job import RenderJob
+
+    spec = parse_spec({"schema": 1, "name": "modal", "render": {"masks": False},
+                       "camera": {"azimuth": {"values": [0, 90, 180, 270]}}})
+    return RenderJob(spec, tmp_path / "set", render_image)
+
+
+def fake_render(row, image_path, mask_path):
+    if row["index"] == 2 and os.environ.get("CARPROBE_TEST_FAIL") == "1":
+        raise RuntimeError("GPU on fire")
+    image_path.write_bytes(b"x")
+
+
+import os  # noqa: E402
+
+
+def test_modal_render_steps_on_timer_events_and_finishes(tmp_path):
+    from blender_addon.core.render_set import read_render_set
+
+    job = tiny_job(tmp_path, fake_render)
+    op = FakeOperator(job)
+    context, status = modal_context()
+    timer = SimpleNamespace(type="TIMER", value="NOTHING")
+    assert op.modal(context, SimpleNamespace(type="MOUSEMOVE", value="NOTHING")) == {"PASS_THROUGH"}
+    results = [op.modal(context, timer) for _ in range(4)]
+    assert results == [{"RUNNING_MODAL"}] * 3 + [{"FINISHED"}]
+    state = context.window_manager.carprobe_state
+    assert (state.render_done, state.render_total, state.render_progress) == (4, 4, 1.0)
+    assert not state.render_running and context.window_manager.removed == [op._timer]
+    assert "(Esc to cancel)" in status[0] and status[-1] is None
+    assert [r["index"] for r in read_render_set(tmp_path / "set").rows] == [0, 1, 2, 3]
+    assert op.reports == [({"INFO"}, job.status())]
+
+
+def test_modal_render_esc_cancels_and_keeps_work(tmp_path):
+    from blender_addon.core.render_set import read_render_set
+
+    job = tiny_job(tmp_path, fake_render)
+    op = FakeOperator(job)
+    context, _ = modal_context()
+    op.modal(context, SimpleNamespace(type="TIMER", value="NOTHING"))
+    assert op.modal(context, SimpleNamespace(type="ESC", value="PRESS")) == {"CANCELLED"}
+    assert job.cancelled and not context.window_manager.carprobe_state.render_running
+    assert [r["index"] for r in read_render_set(tmp_path / "set").rows] == [0]
+    (kind, message), = op.reports
+    assert kind == {"WARNING"} and "cancelled after 1/4" in message and "resume" in message
+
+
+def test_modal_render_errors_become_reports(tmp_path, monkeypatch, capsys):
+    from blender_addon.core.render_set import read_render_set
+
+    monkeypatch.setenv("CARPROBE_TEST_FAIL", "1")
+    job = tiny_job(tmp_path, fake_render)
+    op = FakeOperator(job)
+    context, _ = modal_context()
+    timer = SimpleNamespace(type="TIMER", value="NOTHING")
+    assert [op.modal(context, timer) for _ in range(3)][-1] == {"CANCELLED"}
+    (kind, message), = op.reports
+    assert kind == {"ERROR"} and "RuntimeError: GPU on fire" in message and "Traceback" not in message
+    assert "stopped at image 2/4" in context.window_manager.carprobe_state.render_message
+    assert [r["index"] for r in read_render_set(tmp_path / "set").rows] == [0, 1]
+    assert "Traceback" in capsys.readouterr().err     # the details go to the console

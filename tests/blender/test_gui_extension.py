@@ -20,6 +20,7 @@ from blender_addon.commands.build_extension import build_extension
 from blender_addon.core.render_set import read_render_set
 from blender_addon.core.sampling import sample_row
 from blender_addon.core.spec import load_spec
+from gui_specs import SCENES
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = "bl_ext.user_default.carprobe"
@@ -191,6 +192,22 @@ def test_cli_handler_runs_render_commands(ext, tiny, tmp_path, capsys):
     assert "validate" in capsys.readouterr().out
     if hasattr(bpy.utils, "register_cli_command"):
         assert ext.blender_addon._cli_handle is not None
+
+
+def test_cli_handler_renders_a_shard(ext, tiny, tmp_path):
+    """`blender -b --command carprobe render SPEC --out DIR --shard K/N`, in process."""
+    handler = ext.blender_addon.cli_command
+    out = tmp_path / "set"
+    assert handler(["render", str(tiny), "--out", str(out), "--shard", "1/2"]) == 0
+    first = {r["index"] for r in read_render_set(out).rows}
+    assert handler(["render", str(tiny), "--out", str(out), "--shard", "2/2"]) == 0
+    assert 0 < len(first) < 3 and [r["index"] for r in read_render_set(out).rows] == [0, 1, 2]
+    assert handler(["render", str(tiny)]) == 2            # argparse: --out is required
+
+
+@pytest.mark.parametrize("scene", SCENES, ids=[p.name for p in SCENES])
+def test_cli_handler_validates_the_bundled_scenes(ext, scene):
+    assert ext.blender_addon.cli_command(["validate", str(scene)]) == 0
 
 
 def run_headless(*args: str) -> subprocess.CompletedProcess:
