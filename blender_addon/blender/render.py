@@ -149,18 +149,9 @@ def render_spec(spec, out_dir, indices=None, progress=True, **kwargs):
     """Render `spec` (all samples, or `indices`) into the render set `out_dir`.
 
     The glue every entry point calls: core.render_set.render_samples with this renderer.
-    Extra keyword arguments (e.g. blender_version) pass through to render_samples.
+    Extra keyword arguments (shard, finalize, progress_stream …) pass through.
     """
     from ..core import render_set
-    kwargs.setdefault("blender_version", bpy.app.version_string) if _accepts(render_set.render_samples,
-                                                                           "blender_version") else None
+    kwargs.setdefault("blender_version", bpy.app.version_string)
     return render_set.render_samples(spec, out_dir, make_image_renderer(spec), indices=indices,
                                      progress=progress, **kwargs)
-
-
-def _accepts(fn, name: str) -> bool:
-    import inspect
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False

@@ -127,6 +127,19 @@ def car_id(body: str, shape_seed: int) -> str:
     return f"{body}-{int(shape_seed):04d}"
 
 
+_HALTON_PRIMES = (2, 3, 5, 7, 11)
+
+
+def _halton(i: int, base: int) -> float:
+    """i-th element (i >= 1) of the van der Corput sequence in `base`."""
+    f, out = 1.0, 0.0
+    while i > 0:
+        f /= base
+        out += f * (i % base)
+        i //= base
+    return out
+
+
 def _rng(body: str, seed: int) -> random.Random:
     # A stable integer from the identity (never Python's salted hash()).
     digest = hashlib.sha256(f"carprobe-car:{body}:{int(seed)}".encode()).digest()
@@ -147,26 +160,35 @@ def car_shape(body: str, shape_seed: int = 0, overrides: dict | None = None) -> 
     m = _MEANS[body]
     rng = _rng(body, shape_seed)
 
-    def jit(mean: float, rel: float) -> float:  # uniform ±rel around the mean, relative
-        return mean * (1.0 + rng.uniform(-rel, rel))
+    # The main proportions follow a Halton sequence over the seed (shifted per body type), not
+    # independent draws: any 50 consecutive seeds are spread over the whole range, so no two
+    # identities come out nearly alike. The rest is drawn from the seeded generator.
+    body_rng = _rng(body, -1)  # the shift depends on the body type only, never on the seed
+    shift = [body_rng.random() for _ in _HALTON_PRIMES]
+    spread = {k: (_halton(int(shape_seed) + 1, p) + shift[i]) % 1.0 for i, (k, p) in
+              enumerate(zip(("length", "height", "r", "ws", "width"), _HALTON_PRIMES))}
+
+    def jit(mean: float, rel: float, key: str | None = None) -> float:  # ±rel around the mean, relative
+        u = spread[key] if key else rng.random()
+        return mean * (1.0 + rel * (2.0 * u - 1.0))
 
     def add(mean: float, spread: float) -> float:  # uniform ±spread around the mean, absolute
         return mean + rng.uniform(-spread, spread)
 
     # Draw order is fixed: adding a parameter later must append, to keep old identities.
-    length = jit(m["length"], 0.07)
-    width = jit(m["width"], 0.035)
-    height = jit(m["height"], 0.05)
+    length = jit(m["length"], 0.08, "length")
+    width = jit(m["width"], 0.035, "width")
+    height = jit(m["height"], 0.06, "height")
     wb = length * add(m["wb"], 0.025)
     fo = (length - wb) * add(m["fo"], 0.06)
-    r = jit(m["r"], 0.08)
+    r = jit(m["r"], 0.09, "r")
     ww = jit(m["ww"], 0.08)
     clr = jit(m["clr"], 0.12)
     nose = jit(m["nose"], 0.06)
     bonnet = jit(m["bonnet"], 0.04)
     belt = max(bonnet + 0.02, jit(m["belt"], 0.04))
     deck = jit(m["deck"], 0.04)
-    ws = add(m["ws"], 4.0)
+    ws = m["ws"] + 4.0 * (2.0 * spread["ws"] - 1.0)
     rr = add(m["rr"], 5.0)
     cabin = add(m["cabin"], 0.06)
     crown = rng.uniform(0.02, 0.06)
