@@ -283,9 +283,10 @@ def _format_item(value: Any, item_kind: str) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     text = str(value)
-    plain = (text and text == text.strip() and not any(c in text for c in ',"')
+    # Bare when it reads back as itself: 'rgb(0.1,0.2,0.3)' stays bare, 'Body, outer' is quoted.
+    plain = (text and text == text.strip() and not text.startswith('"')
              and text.count("(") == text.count(")") and text.count("[") == text.count("]")
-             and text.lower() not in ("true", "false"))
+             and split_list(text) == [text] and text.lower() not in ("true", "false"))
     return text if plain else json.dumps(text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import props
 from .operators.clear_preview import CARPROBE_OT_clear_preview
+from .operators.insert_value import CARPROBE_OT_insert_value
 from .operators.load_spec import CARPROBE_OT_load_spec
 from .operators.new_spec import CARPROBE_OT_new_spec
 from .operators.preview_sample import CARPROBE_OT_preview_sample
@@ -14,6 +15,7 @@ from .operators.save_spec import CARPROBE_OT_save_spec
 from .operators.validate_spec import CARPROBE_OT_validate_spec
 from .panels.dataset import CARPROBE_PT_dataset
 from .panels.factor_groups import PANELS as FACTOR_PANELS
+from .panels.presets import PRESET_MENUS
 from .panels.preview import CARPROBE_PT_preview
 from .panels.render import CARPROBE_PT_render
 
@@ -25,10 +27,12 @@ OPERATORS: tuple[type, ...] = (
     CARPROBE_OT_preview_sample,
     CARPROBE_OT_randomize_sample,
     CARPROBE_OT_clear_preview,
+    CARPROBE_OT_insert_value,
     CARPROBE_OT_render_dataset,
 )
 PANELS: tuple[type, ...] = (CARPROBE_PT_dataset, CARPROBE_PT_preview, *FACTOR_PANELS, CARPROBE_PT_render)
-CLASSES: tuple[type, ...] = (*props.CLASSES, *OPERATORS, *PANELS)
+MENUS: tuple[type, ...] = tuple(PRESET_MENUS.values())
+CLASSES: tuple[type, ...] = (*props.CLASSES, *OPERATORS, *MENUS, *PANELS)
 
 
 def register() -> None:

@@ -47,7 +47,7 @@ def test_register_unregister_leaves_blender_as_found():
         assert "CARPROBE_PT_car" in during["types"] and "CARPROBE_OT_render_dataset" in during["types"]
         assert len(during["groups"]) == 2 + len(schema.GROUPS)
         assert {"load_spec", "save_spec", "preview_sample", "randomize_sample", "validate_spec",
-                "render_dataset", "new_spec", "clear_preview"} <= set(during["ops"])
+                "render_dataset", "new_spec", "clear_preview", "insert_value"} <= set(during["ops"])
         if hasattr(bpy.utils, "register_cli_command"):
             assert during["cli"] is not None
         assert during["handlers"] == before["handlers"] and during["data"] == before["data"]
@@ -121,6 +121,10 @@ class RecordingLayout:
         self.log.append(("operator", idname))
         return SimpleNamespace()
 
+    def menu(self, idname, **kw):
+        assert hasattr(bpy.types, idname), idname
+        self.log.append(("menu", idname))
+
     def label(self, text="", **kw):
         self.log.append(("label", text))
 
@@ -168,6 +172,29 @@ def test_factor_panels_show_every_field_of_every_mode(addon, group):
             shown_any |= shown
         setattr(target, f"{p.name}_mode", "fixed")
     assert shown_any == {f.name for f in F.FIELDS[group] if not f.hidden}
+
+
+def test_preset_menus_fill_fixed_and_list_fields(addon):
+    from blender_addon.ui.panels.presets import PRESET_MENUS, bundled_hdris
+
+    F.reset_props(addon)
+    assert ("menu", "CARPROBE_MT_paint_color") in draw(panel("CARPROBE_PT_paint"))
+    assert ("menu", "CARPROBE_MT_lighting_hdri") in draw(panel("CARPROBE_PT_lighting"))
+    assert set(PRESET_MENUS) == {"paint.color", "background.color", "lighting.hdri"}
+    hdris = bundled_hdris()
+    assert hdris and all(h.startswith("hdri/") for h in hdris)
+    assert bpy.ops.carprobe.insert_value(path="lighting.hdri", value=hdris[0]) == {"FINISHED"}
+    assert addon.lighting.hdri == hdris[0]
+    addon.paint.color_mode = "values"
+    addon.paint.color_values = "red, rgb(0.1,0.2,0.3)"
+    bpy.ops.carprobe.insert_value(path="paint.color", value="navy")
+    bpy.ops.carprobe.insert_value(path="paint.color", value="red")      # already listed
+    assert addon.paint.color_values == "red, rgb(0.1,0.2,0.3), navy"
+    data = F.props_to_spec(addon)
+    assert data["lighting"]["hdri"] == hdris[0]
+    parse_spec(data)   # the bundled HDRI resolves against assets/
+    with pytest.raises(RuntimeError, match="not a factor parameter"):
+        bpy.ops.carprobe.insert_value(path="render.width", value="3")
 
 
 def test_dataset_panel_shows_settings_and_spec_operators(addon):

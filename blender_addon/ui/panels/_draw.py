@@ -13,11 +13,17 @@ _FLAGGED = {"_base": "_use_base", "_clip_lo": "_use_clip", "_clip_hi": "_use_cli
 
 def draw_param(layout, target, p: schema.Param) -> None:
     """One parameter: its mode selector (factors) and the fields of the current mode."""
+    from .presets import PRESET_MENUS
+
     col = layout.column(align=True)
     mode = None
     if p.factor:
         mode = getattr(target, f"{p.name}_mode")
-        col.prop(target, f"{p.name}_mode", text=F.param_fields(p)[0].label)
+        row = col.row(align=True)
+        row.prop(target, f"{p.name}_mode", text=F.param_fields(p)[0].label)
+        menu = PRESET_MENUS.get(p.path)
+        if menu is not None and mode in ("fixed", "values", "choice"):
+            row.menu(menu.bl_idname, text="", icon="PRESET")
     for f in F.visible_fields(p, mode):
         if f.kind == "mode":
             continue
