@@ -112,8 +112,9 @@ class _MeshData:
             if r <= 1e-9:
                 rings.append([self.v((cx + side * a, cy, cz))] * segs)
                 continue
-            rings.append([self.v((cx + side * a, cy + r * math.cos(2 * math.pi * i / segs),
-                                  cz + r * math.sin(2 * math.pi * i / segs))) for i in range(segs)])
+            # Start at the bottom so a vertex of every ring touches the ground exactly.
+            angles = [-math.pi / 2 + 2 * math.pi * i / segs for i in range(segs)]
+            rings.append([self.v((cx + side * a, cy + r * math.cos(t), cz + r * math.sin(t))) for t in angles])
         m = len(profile)
         for j in range(m):
             a, b = rings[j], rings[(j + 1) % m]
