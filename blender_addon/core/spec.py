@@ -451,7 +451,7 @@ class _Checker:
             return fallback
         form = forms[0]
         if form not in allowed_forms:
-            self.problems.add(f"{p.path}.{form}", raw[form], f"not allowed for a {p.kind} parameter; "
+            self.problems.add(f"{p.path}.{form}", raw[form], f"not allowed for {p.kind} parameters; "
                               f"allowed forms: {', '.join(allowed_forms)}")
             return fallback
         extras = schema.FORM_EXTRA_KEYS[form]

@@ -1,0 +1,78 @@
+"""Render-side commands that run without Blender: merge, and errors of render / preview."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core_fakes import SMALL_SPEC, FakeRenderer
+
+from blender_addon import cli
+from blender_addon.commands import render as render_command
+from blender_addon.core import render_set
+from blender_addon.core.shard import shard_indices
+from blender_addon.core.spec import dumps_toml, parse_spec
+
+
+def write_spec(tmp_path: Path, data=SMALL_SPEC) -> Path:
+    path = tmp_path / "small.toml"
+    path.write_text(dumps_toml(data))
+    return path
+
+
+def test_merge_command_joins_shards(tmp_path, capsys):
+    spec = parse_spec(SMALL_SPEC)
+    parts = []
+    for k in (1, 2):
+        part = tmp_path / f"part-{k}"
+        render_set.render_samples(spec, part, FakeRenderer(), indices=shard_indices(12, k, 2), progress=False)
+        parts.append(str(part))
+    code = cli.main(["merge", *parts, "--out", str(tmp_path / "all"), "--no-progress"])
+    assert code == 0
+    assert "12/12 images" in capsys.readouterr().out
+    assert len(render_set.read_render_set(tmp_path / "all").rows) == 12
+
+
+def test_merge_command_refuses_different_specs_with_exit_2(tmp_path, capsys):
+    render_set.render_samples(parse_spec(SMALL_SPEC), tmp_path / "a", FakeRenderer(), indices=[0], progress=False)
+    other = parse_spec({**SMALL_SPEC, "render": {"width": 16, "height": 16}})
+    render_set.render_samples(other, tmp_path / "b", FakeRenderer(), indices=[0], progress=False)
+    code = cli.main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert "different specs" in capsys.readouterr().err
+
+
+def test_render_command_rejects_bad_arguments_before_loading_blender(tmp_path, capsys):
+    spec_path = write_spec(tmp_path)
+    for argv, needle in ((["--shard", "0/3"], "1-based"), (["--workers", "0"], "--workers 0"),
+                         (["--limit", "0"], "--limit 0")):
+        code = cli.main(["render", str(spec_path), "--out", str(tmp_path / "out"), *argv])
+        assert code == 2
+        assert needle in capsys.readouterr().err
+    assert "bpy" not in sys.modules
+
+
+def test_render_command_refuses_a_folder_of_another_spec_with_exit_2(tmp_path, capsys):
+    render_set.render_samples(parse_spec({**SMALL_SPEC, "render": {"width": 16, "height": 16}}),
+                              tmp_path / "out", FakeRenderer(), indices=[0], progress=False)
+    code = cli.main(["render", str(write_spec(tmp_path)), "--out", str(tmp_path / "out"), "--workers", "2"])
+    assert code == 2
+    assert "different spec" in capsys.readouterr().err
+
+
+def test_preview_command_checks_index_and_file_name(tmp_path, capsys):
+    spec_path = write_spec(tmp_path)
+    assert cli.main(["preview", str(spec_path), "--index", "99", "--out", str(tmp_path / "x.png")]) == 2
+    assert "out of range" in capsys.readouterr().err
+    assert cli.main(["preview", str(spec_path), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert "use a .png file name" in capsys.readouterr().err
+
+
+def test_worker_command_under_the_bpy_wheel_is_python_dash_m(tmp_path):
+    args = argparse.Namespace(spec="scenes/quick.toml", out=str(tmp_path), limit=5, shard="2/4")
+    command = render_command.worker_command(args, 1, 3)
+    assert command[:3] == [sys.executable, "-m", "blender_addon.commands.render"]
+    assert command[command.index("--worker-slice") + 1] == "1/3"
+    assert command[command.index("--limit") + 1] == "5" and command[command.index("--shard") + 1] == "2/4"
+    assert Path(command[3]).is_absolute()
