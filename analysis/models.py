@@ -1,0 +1,732 @@
+"""Embedding models: torchvision backbones with an embedding head, BN-Inception, the published
+"reality check" checkpoints (Musgrave et al., ECCV 2020), TorchScript files and carprobe's own
+checkpoints — all behind one class, `EmbeddingModel`, that carries its own preprocessing.
+
+Nothing here downloads: torchvision models are built with ``weights=None`` and pretrained
+weights come from a local file or from a file already in the torch hub cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blender_addon.core.errors import CarprobeError
+
+DISTANCES = ("cosine", "euclidean", "dot", "snr")
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+ARCHS = RESNETS + ("bninception",)
+CHECKPOINT_FORMAT = "carprobe-model"
+CHECKPOINT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+REFS_HELP = ("accepted models: a carprobe checkpoint (.pt/.pth written by save_checkpoint or "
+             "`carprobe train`), a TorchScript file (torch.jit.save), a reality-check experiment folder "
+             "(holding saved_models/trunk_best<E>.pth and embedder_best<E>.pth), or a spec "
+             f"'torchvision:<arch>[:dim]' with arch in {', '.join(ARCHS)}")
+
+
+# --- preprocessing ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its images: resize (shorter side), centre crop, value scale, channel
+    order, then (x - mean) / std per channel. `mean`/`std` are in the units of `scale`
+    (0..1 for scale=1, 0..255 for scale=255) and in the model's channel order."""
+
+    resize: int | None = 256
+    crop: int | None = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    bgr: bool = False
+    scale: int = 1
+
+    def __post_init__(self):
+        for name in ("resize", "crop"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise CarprobeError(f"preprocess.{name} = {value!r}: must be a positive integer or null")
+        if self.scale not in (1, 255):
+            raise CarprobeError(f"preprocess.scale = {self.scale!r}: must be 1 (values 0..1) or 255 (0..255)")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            try:
+                value = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                value = ()
+            if len(value) != 3:
+                raise CarprobeError(f"preprocess.{name} = {getattr(self, name)!r}: must be 3 numbers")
+            object.__setattr__(self, name, value)
+        if any(s <= 0 for s in self.std):
+            raise CarprobeError(f"preprocess.std = {self.std!r}: every value must be > 0")
+
+    @property
+    def size(self) -> int:
+        """Side of the square tensor the model sees (the crop, else the resize)."""
+        return self.crop or self.resize or 224
+
+    def transform(self):
+        """PIL image → float tensor (3, H, W), picklable for DataLoader workers."""
+        from torchvision.transforms import v2
+
+        steps: list[Any] = [v2.PILToTensor()]  # uint8, RGB (the dataset converts to RGB)
+        if self.resize:
+            steps.append(v2.Resize(self.resize, antialias=True))
+        if self.crop:
+            steps.append(v2.CenterCrop(self.crop))
+        steps.append(_ToModelInput(self.scale, self.bgr, self.mean, self.std))
+        return v2.Compose(steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
+        if not isinstance(data, dict):
+            raise CarprobeError(f"preprocess must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
+        if unknown:
+            raise CarprobeError(f"preprocess: unknown field(s) {', '.join(unknown)}; allowed: "
+                                f"{', '.join(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+class _ToModelInput(nn.Module):
+    """uint8 RGB tensor → float, scaled to 0..1 or 0..255, optionally BGR, normalised."""
+
+    def __init__(self, scale: int, bgr: bool, mean, std):
+        super().__init__()
+        self.scale, self.bgr = scale, bgr
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.to(torch.float32)
+        if self.scale == 1:
+            x = x / 255.0
+        if self.bgr:
+            x = x.flip(0)
+        return (x - self.mean) / self.std
+
+
+PRESETS = {
+    "imagenet": Preprocess(),
+    # Cadene's BN-Inception and the reality-check models: BGR in 0..255, mean-subtracted only.
+    "bninception": Preprocess(resize=256, crop=224, mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0),
+                              bgr=True, scale=255),
+    "reality-check": Preprocess(resize=256, crop=227, mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0),
+                                bgr=True, scale=255),
+}
+
+
+def preprocess_from(value: "Preprocess | dict | str | Path | None") -> Preprocess | None:
+    """A Preprocess from an object, a dict, a preset name or a JSON file (None stays None)."""
+    if value is None or isinstance(value, Preprocess):
+        return value
+    if isinstance(value, dict):
+        return Preprocess.from_dict(value)
+    text = str(value)
+    if text in PRESETS:
+        return PRESETS[text]
+    path = Path(text)
+    if not path.is_file():
+        raise CarprobeError(f"preprocess {text!r}: not a preset ({', '.join(PRESETS)}) and no such JSON file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CarprobeError(f"{path}: not valid JSON ({exc})") from None
+    return Preprocess.from_dict(data.get("preprocess", data) if isinstance(data, dict) else data)
+
+
+# --- BN-Inception ----------------------------------------------------------------------
+
+# Inception blocks of BN-Inception (Ioffe & Szegedy 2015) as in Cadene's `pretrainedmodels`:
+# (name, in, 1x1, 3x3 reduce, 3x3, double reduce, double, pool kind, pool proj, stride).
+# Stride-2 blocks have no 1x1 branch and an unprojected max pool.
+_BN_INCEPTION_BLOCKS = (
+    ("3a", 192, 64, 64, 64, 64, 96, "avg", 32, 1),
+    ("3b", 256, 64, 64, 96, 64, 96, "avg", 64, 1),
+    ("3c", 320, 0, 128, 160, 64, 96, "max", 0, 2),
+    ("4a", 576, 224, 64, 96, 96, 128, "avg", 128, 1),
+    ("4b", 576, 192, 96, 128, 96, 128, "avg", 128, 1),
+    ("4c", 576, 160, 128, 160, 128, 160, "avg", 128, 1),
+    ("4d", 608, 96, 128, 192, 160, 192, "avg", 128, 1),
+    ("4e", 608, 0, 128, 192, 192, 256, "max", 0, 2),
+    ("5a", 1056, 352, 192, 320, 160, 224, "avg", 128, 1),
+    ("5b", 1024, 352, 192, 320, 192, 224, "max", 128, 1),
+)
+
+
+class BNInception(nn.Module):
+    """BN-Inception trunk whose parameter names match Cadene's `pretrainedmodels.bninception`
+    (so its ImageNet file and the reality-check trunks load as they are). `forward` returns the
+    1024-d globally pooled features (`last_linear` is the identity, as in the reality check).
+
+    Every conv is followed by BN and an in-place ReLU in the original, so each branch output is
+    ReLU'd. Global pooling is adaptive (identical to the original 7×7 average at 224/227 px,
+    and it also works at other sizes).
+    """
+
+    feature_dim = 1024
+
+    def __init__(self):
+        super().__init__()
+        self._convs: list[str] = []
+        self._unit("conv1_7x7_s2", 3, 64, 7, stride=2, padding=3)
+        self.pool1_3x3_s2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self._unit("conv2_3x3_reduce", 64, 64, 1)
+        self._unit("conv2_3x3", 64, 192, 3, padding=1)
+        self.pool2_3x3_s2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        for name, cin, c1, r3, c3, rd, cd, pool, proj, stride in _BN_INCEPTION_BLOCKS:
+            p = f"inception_{name}_"
+            if c1:
+                self._unit(p + "1x1", cin, c1, 1)
+            self._unit(p + "3x3_reduce", cin, r3, 1)
+            self._unit(p + "3x3", r3, c3, 3, stride=stride, padding=1)
+            self._unit(p + "double_3x3_reduce", cin, rd, 1)
+            self._unit(p + "double_3x3_1", rd, cd, 3, padding=1)
+            self._unit(p + "double_3x3_2", cd, cd, 3, stride=stride, padding=1)
+            if stride == 2:
+                setattr(self, p + "pool", nn.MaxPool2d(3, stride=2, ceil_mode=True))
+            elif pool == "max":
+                setattr(self, p + "pool", nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True))
+            else:
+                setattr(self, p + "pool", nn.AvgPool2d(3, stride=1, padding=1, ceil_mode=True,
+                                                       count_include_pad=True))
+            if proj:
+                self._unit(p + "pool_proj", cin, proj, 1)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.last_linear = nn.Identity()
+
+    def _unit(self, name: str, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0) -> None:
+        setattr(self, name, nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding))
+        # momentum 0.9 is what the ported Caffe model declares; it only matters when training BN.
+        setattr(self, name + "_bn", nn.BatchNorm2d(cout, eps=1e-5, momentum=0.9))
+
+    def _run(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(getattr(self, name + "_bn")(getattr(self, name)(x)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1_3x3_s2(self._run("conv1_7x7_s2", x))
+        x = self._run("conv2_3x3", self._run("conv2_3x3_reduce", x))
+        x = self.pool2_3x3_s2(x)
+        for name, _cin, c1, *_rest, proj, _stride in _BN_INCEPTION_BLOCKS:
+            p = f"inception_{name}_"
+            branches = [self._run(p + "1x1", x)] if c1 else []
+            branches.append(self._run(p + "3x3", self._run(p + "3x3_reduce", x)))
+            double = self._run(p + "double_3x3_reduce", x)
+            branches.append(self._run(p + "double_3x3_2", self._run(p + "double_3x3_1", double)))
+            pooled = getattr(self, p + "pool")(x)
+            branches.append(self._run(p + "pool_proj", pooled) if proj else pooled)
+            x = torch.cat(branches, 1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_linear(torch.flatten(self.global_pool(self.features(x)), 1))
+
+
+# --- the embedding model ---------------------------------------------------------------
+
+class EmbeddingModel(nn.Module):
+    """trunk (image → features) + head (features → D). `forward` gives the raw embedding;
+    `embed` applies the L2 norm when `normalize`."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module, *, arch: str, embedding_dim: int,
+                 preprocess: Preprocess, normalize: bool = True, distance: str = "euclidean",
+                 name: str | None = None, frozen_bn: bool = False):
+        super().__init__()
+        if distance not in DISTANCES:
+            raise CarprobeError(f"distance {distance!r}: must be one of {', '.join(DISTANCES)}")
+        self.trunk = trunk
+        self.head = head
+        self.arch = arch
+        self.embedding_dim = int(embedding_dim)
+        self.preprocess = preprocess
+        self.normalize = bool(normalize)
+        self.distance = distance
+        self.name = name or f"{arch}-{embedding_dim}"
+        self.frozen_bn = bool(frozen_bn)
+        self._fingerprint: str | None = None
+        if self.frozen_bn:
+            for module in self.batch_norms():
+                for param in module.parameters():
+                    param.requires_grad_(False)
+            self.train(self.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.forward(x)
+        return F.normalize(y, dim=1) if self.normalize else y
+
+    def batch_norms(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> "EmbeddingModel":
+        if mode or self.training:
+            self._fingerprint = None  # weights may change (or have changed) while training
+        super().train(mode)
+        if self.frozen_bn:
+            # Roth et al.: BN statistics stay those of the pretrained trunk while training.
+            for module in self.batch_norms():
+                module.eval()
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._fingerprint = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def config(self) -> dict[str, Any]:
+        return {"arch": self.arch, "dim": self.embedding_dim, "normalize": self.normalize,
+                "distance": self.distance, "preprocess": self.preprocess.to_dict()}
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the config and every weight's name, dtype, shape and bytes (cached; reset
+        by train() and load_state_dict())."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
+            for key, tensor in sorted(self.state_dict().items()):
+                tensor = tensor.detach().to("cpu").contiguous()
+                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(_tensor_bytes(tensor))
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name!r}, dim={self.embedding_dim}, normalize={self.normalize}, "
+                f"distance={self.distance!r}, frozen_bn={self.frozen_bn}")
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    if tensor.numel() == 0:
+        return b""
+    # view as bytes: works for every dtype, including bfloat16, without numpy conversions
+    return tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+class _ScriptTrunk(nn.Module):
+    """Wraps a TorchScript module so EmbeddingModel's state_dict keys stay `trunk.*`."""
+
+    def __init__(self, module: torch.jit.ScriptModule):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return torch.flatten(y, 1)
+
+
+# --- building --------------------------------------------------------------------------
+
+def _make_trunk(arch: str) -> tuple[nn.Module, int]:
+    if arch == "bninception":
+        return BNInception(), BNInception.feature_dim
+    if arch not in RESNETS:
+        raise CarprobeError(f"arch {arch!r}: unknown; allowed: {', '.join(ARCHS)}")
+    import torchvision
+
+    trunk = getattr(torchvision.models, arch)(weights=None)  # weights=None: never downloads
+    features = trunk.fc.in_features
+    trunk.fc = nn.Identity()
+    return trunk, features
+
+
+def hub_checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _hub_trunk_file(arch: str) -> Path | None:
+    """torchvision's (or Cadene's) ImageNet file for `arch` if it is already in the hub cache."""
+    folder = hub_checkpoint_dir()
+    stem = "bn_inception" if arch == "bninception" else arch
+    found = sorted(folder.glob(f"{stem}-*.pth")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+def _no_weights_message(arch: str) -> str:
+    if arch == "bninception":
+        stem, how = "bn_inception-<hash>.pth", "the bn_inception .pth file of Cadene's pretrainedmodels package"
+    else:
+        stem = f"{arch}-<hash>.pth"
+        how = (f"the torchvision file (on a machine with network: python -c \"import torchvision; "
+               f"torchvision.models.{arch}(weights='DEFAULT')\", then copy it)")
+    return (f"no pretrained weights for {arch}: none given and none in the torch hub cache "
+            f"({hub_checkpoint_dir()}/{stem}); carprobe never downloads. Put {how} there, pass a local "
+            "weights file (weights=FILE), or use random_init=True / --random-init for an untrained trunk")
+
+
+def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CarprobeError(f"{what} file {path} not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise CarprobeError(f"{what} file {path}: cannot be read as a torch state dict ({exc})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CarprobeError(f"{what} file {path}: not a state dict (a dict of tensors)")
+    # DataParallel / DistributedDataParallel prefixes
+    return {k[7:] if k.startswith("module.") else k: v for k, v in data.items()}
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with errors a user can act on; old files lack num_batches_tracked."""
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s), e.g. {', '.join(missing[:4])}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {len(result.unexpected_keys)} key(s), e.g. "
+                         f"{', '.join(result.unexpected_keys[:4])}")
+        raise CarprobeError(f"{source}: weights do not fit the architecture ({'; '.join(parts)})")
+
+
+def _load_trunk_weights(trunk: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    if state is None:
+        state = _read_state_dict(path, "trunk weights")
+    # the classifier of an ImageNet file is replaced by our head
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "last_linear."))}
+    try:
+        _load_into(trunk, state, str(path))
+    except RuntimeError as exc:  # shape mismatches
+        raise CarprobeError(f"{path}: weights do not fit the architecture ({exc})") from None
+
+
+def build_model(arch: str = "resnet50", dim: int | None = 128, normalize: bool = True,
+                weights: str | Path | None = None, random_init: bool = False, frozen_bn: bool = False,
+                pretrained_trunk: str | Path | None = None, *, distance: str | None = None,
+                preprocess: Preprocess | dict | str | None = None, name: str | None = None) -> EmbeddingModel:
+    """A trunk of `arch` + a linear head to `dim` (dim None or 0: no head, the trunk's features).
+
+    Weights, in this order: `weights` — a file holding either a whole EmbeddingModel state dict
+    (`trunk.*`/`head.*` keys) or an ImageNet trunk state dict (its classifier is dropped);
+    `pretrained_trunk` — a trunk file, by path or by file name in the torch hub cache; else
+    torchvision's (Cadene's for bninception) ImageNet file if it is already in the hub cache;
+    else, only with `random_init`, untrained weights. The head always starts random unless
+    `weights` holds it. `frozen_bn`: BatchNorm layers stay in eval mode and are not trained.
+    """
+    trunk, features = _make_trunk(arch)
+    dim = int(dim or 0)
+    if dim < 0:
+        raise CarprobeError(f"dim = {dim}: must be a positive embedding size (or 0 for the trunk's features)")
+    head: nn.Module = nn.Linear(features, dim) if dim else nn.Identity()
+    if preprocess is None:
+        preprocess = PRESETS["bninception"] if arch == "bninception" else PRESETS["imagenet"]
+    model = EmbeddingModel(trunk, head, arch=arch, embedding_dim=dim or features,
+                           preprocess=preprocess_from(preprocess), normalize=normalize,
+                           distance=distance or ("cosine" if normalize else "euclidean"), name=name)
+    full = None
+    if weights is not None:
+        state = _read_state_dict(Path(weights), "weights")
+        if all(k.startswith(("trunk.", "head.")) for k in state):
+            full = state
+        else:
+            _load_trunk_weights(trunk, Path(weights), state)
+    elif pretrained_trunk is not None:
+        path = Path(pretrained_trunk)
+        if not path.is_file() and (hub_checkpoint_dir() / path.name).is_file():
+            path = hub_checkpoint_dir() / path.name
+        _load_trunk_weights(trunk, path)
+    elif not random_init:
+        found = _hub_trunk_file(arch)
+        if found is None:
+            raise CarprobeError(_no_weights_message(arch))
+        _load_trunk_weights(trunk, found)
+    if full is not None:
+        try:
+            _load_into(model, full, str(weights))
+        except RuntimeError as exc:
+            raise CarprobeError(f"{weights}: weights do not fit {arch} with dim {dim} ({exc})") from None
+    if frozen_bn:
+        model.frozen_bn = True
+        for module in model.batch_norms():
+            for param in module.parameters():
+                param.requires_grad_(False)
+        model.train(model.training)
+    return model
+
+
+# --- checkpoints -----------------------------------------------------------------------
+
+def save_checkpoint(model: EmbeddingModel, path: str | Path, extra: dict | None = None) -> Path:
+    """Write `model` as a carprobe checkpoint (atomically: temp file + rename).
+
+    `extra` (e.g. the loss, epochs, metrics) must be JSON-serialisable so that the file loads
+    with torch.load(weights_only=True)."""
+    if not isinstance(model, EmbeddingModel):
+        raise CarprobeError(f"save_checkpoint: expected an EmbeddingModel, got {type(model).__name__}")
+    if model.arch not in ARCHS:
+        raise CarprobeError(f"save_checkpoint: a {model.arch!r} model cannot be rebuilt from a state dict; "
+                            f"only {', '.join(ARCHS)} can (save TorchScript models with torch.jit.save)")
+    try:
+        extra = json.loads(json.dumps(extra if extra is not None else {}))
+    except (TypeError, ValueError) as exc:
+        raise CarprobeError(f"save_checkpoint: extra must be JSON-serialisable ({exc})") from None
+    data = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **model.config(),
+            "name": model.name, "frozen_bn": model.frozen_bn,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra}
+    if isinstance(model.head, nn.Identity):
+        data["dim"] = 0  # no head: build_model(dim=0) rebuilds it
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _from_checkpoint(data: dict, path: Path) -> EmbeddingModel:
+    version = data.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise CarprobeError(f"{path}: carprobe checkpoint version {version!r} not supported "
+                            f"(this carprobe reads version {CHECKPOINT_VERSION})")
+    missing = [k for k in ("arch", "dim", "normalize", "distance", "preprocess", "state_dict") if k not in data]
+    if missing:
+        raise CarprobeError(f"{path}: carprobe checkpoint lacks field(s) {', '.join(missing)}")
+    model = build_model(data["arch"], dim=data["dim"], normalize=data["normalize"], random_init=True,
+                        distance=data["distance"], preprocess=data["preprocess"],
+                        name=data.get("name") or path.stem)
+    try:
+        _load_into(model, data["state_dict"], str(path))
+    except RuntimeError as exc:
+        raise CarprobeError(f"{path}: state_dict does not fit {data['arch']} dim {data['dim']} ({exc})") from None
+    if data.get("frozen_bn"):
+        model.frozen_bn = True
+        for module in model.batch_norms():
+            for param in module.parameters():
+                param.requires_grad_(False)
+    model.extra = data.get("extra") or {}
+    return model.eval()
+
+
+# --- reality-check folders (Musgrave et al., powerful-benchmarker 0.9.x) -------------------
+
+_BEST = re.compile(r"^(trunk|embedder)_best(\d+)\.pth$")
+
+# The distance each loss trains with (pytorch-metric-learning defaults), matched on the
+# experiment folder's name, e.g. "cars_arcface_reproduction0". Unknown names: normalised L2.
+_LOSS_DISTANCES = (
+    ("normalized_softmax", "dot"), ("normalizedsoftmax", "dot"),
+    ("snr", "snr"), ("signal_to_noise", "snr"),
+    ("multi_similarity", "cosine"), ("multisimilarity", "cosine"), ("ntxent", "cosine"),
+    ("npair", "cosine"), ("n_pair", "cosine"), ("tuplet", "cosine"), ("cosface", "cosine"),
+    ("arcface", "cosine"), ("soft_triple", "cosine"), ("softtriple", "cosine"),
+)
+
+
+def _saved_models_dir(folder: Path) -> Path | None:
+    for candidate in (folder, folder / "saved_models"):
+        if candidate.is_dir() and any(_BEST.match(p.name) for p in candidate.iterdir()):
+            return candidate
+    return None
+
+
+def load_reality_check(folder: str | Path, epoch: int | None = None) -> EmbeddingModel:
+    """A reality-check experiment folder (or its saved_models/) → BN-Inception + Linear(1024,128).
+
+    Picks the highest epoch that has both trunk_best<E>.pth and embedder_best<E>.pth.
+    """
+    folder = Path(folder)
+    saved = _saved_models_dir(folder)
+    if saved is None:
+        raise CarprobeError(f"{folder}: not a reality-check experiment folder: no "
+                            "saved_models/trunk_best<E>.pth + embedder_best<E>.pth found")
+    epochs: dict[str, set[int]] = {"trunk": set(), "embedder": set()}
+    for path in saved.iterdir():
+        match = _BEST.match(path.name)
+        if match:
+            epochs[match.group(1)].add(int(match.group(2)))
+    both = epochs["trunk"] & epochs["embedder"]
+    if not both:
+        raise CarprobeError(f"{saved}: no epoch has both trunk_best<E>.pth and embedder_best<E>.pth "
+                            f"(trunk epochs {sorted(epochs['trunk'])}, embedder epochs "
+                            f"{sorted(epochs['embedder'])})")
+    if epoch is None:
+        epoch = max(both)
+    elif epoch not in both:
+        raise CarprobeError(f"{saved}: epoch {epoch} not available; available: {sorted(both)}")
+    trunk_state = _read_state_dict(saved / f"trunk_best{epoch}.pth", "reality-check trunk")
+    embedder = _read_state_dict(saved / f"embedder_best{epoch}.pth", "reality-check embedder")
+    # MLP([1024, 128]) stores its Linear as net.0 and again under the alias last_linear
+    head_state = {k[len(prefix):]: v for prefix in ("net.0.", "last_linear.")
+                  for k, v in embedder.items() if k.startswith(prefix)}
+    if {"weight", "bias"} - set(head_state):
+        raise CarprobeError(f"{saved / f'embedder_best{epoch}.pth'}: expected net.0.weight/bias (an "
+                            f"MLP([1024, D]) embedder), found keys {', '.join(sorted(embedder)[:6])}")
+    weight = head_state["weight"]
+    if weight.ndim != 2 or weight.shape[1] != BNInception.feature_dim:
+        raise CarprobeError(f"{saved}: embedder weight has shape {tuple(weight.shape)}; a BN-Inception "
+                            f"trunk needs ({'D'}, {BNInception.feature_dim})")
+    experiment = saved.parent if saved.name == "saved_models" else saved
+    lowered = experiment.name.lower()
+    distance = next((d for key, d in _LOSS_DISTANCES if key in lowered), "euclidean")
+    model = build_model("bninception", dim=weight.shape[0], normalize=True, random_init=True,
+                        distance=distance, preprocess=PRESETS["reality-check"],
+                        name=experiment.name)
+    trunk_state = {k: v for k, v in trunk_state.items() if not k.startswith("last_linear.")}
+    try:
+        _load_into(model.trunk, trunk_state, str(saved / f"trunk_best{epoch}.pth"))
+        _load_into(model.head, {"weight": weight, "bias": head_state["bias"]},
+                   str(saved / f"embedder_best{epoch}.pth"))
+    except RuntimeError as exc:
+        raise CarprobeError(f"{saved}: weights do not fit BN-Inception + Linear ({exc})") from None
+    model.extra = {"source": "reality-check", "epoch": epoch, "folder": str(experiment)}
+    return model.eval()
+
+
+# --- TorchScript -----------------------------------------------------------------------
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            # TorchScript archives hold compiled code; torch.save archives only data
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    for candidate in (path.with_suffix(".json"), path.parent / (path.name + ".json")):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise CarprobeError(f"{candidate}: not valid JSON ({exc})") from None
+            if not isinstance(data, dict):
+                raise CarprobeError(f"{candidate}: must be a JSON object with preprocess/normalize/distance")
+            return data
+    return {}
+
+
+def load_torchscript(path: str | Path, preprocess: Preprocess | dict | str | None = None) -> EmbeddingModel:
+    """A TorchScript embedding model. Metadata from a sidecar `<file>.json` (keys preprocess,
+    normalize, distance, name); `preprocess` overrides; default ImageNet preprocessing."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated in torch 2.x, still the format users have
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise CarprobeError(f"{path}: cannot load as TorchScript ({exc})") from None
+    meta = _sidecar(path)
+    unknown = sorted(set(meta) - {"preprocess", "normalize", "distance", "name"})
+    if unknown:
+        raise CarprobeError(f"{path} sidecar JSON: unknown key(s) {', '.join(unknown)}; allowed: "
+                            "preprocess, normalize, distance, name")
+    prep = preprocess_from(preprocess) or preprocess_from(meta.get("preprocess")) or PRESETS["imagenet"]
+    trunk = _ScriptTrunk(module).eval()
+    with torch.inference_mode():
+        dim = trunk(torch.zeros(1, 3, prep.size, prep.size)).shape[1]
+    normalize = bool(meta.get("normalize", True))
+    return EmbeddingModel(trunk, nn.Identity(), arch="torchscript", embedding_dim=dim, preprocess=prep,
+                          normalize=normalize, distance=meta.get("distance", "cosine" if normalize else "euclidean"),
+                          name=meta.get("name", path.stem)).eval()
+
+
+# --- one entry point -------------------------------------------------------------------
+
+def parse_model_spec(ref: str) -> tuple[str, int]:
+    """'torchvision:resnet50[:dim]' → (arch, dim); dim defaults to 128."""
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or parts[0] != "torchvision" or parts[1] not in ARCHS:
+        raise CarprobeError(f"model spec {ref!r}: expected torchvision:<arch>[:dim] with arch in {', '.join(ARCHS)}")
+    dim = 128
+    if len(parts) == 3:
+        if not parts[2].isdigit():
+            raise CarprobeError(f"model spec {ref!r}: dim {parts[2]!r} must be a non-negative integer")
+        dim = int(parts[2])
+    return parts[1], dim
+
+
+def load_model(ref: "str | Path | EmbeddingModel", random_init: bool = False,
+               device: "str | torch.device | None" = None,
+               preprocess: Preprocess | dict | str | None = None) -> EmbeddingModel:
+    """Any model carprobe understands, in eval mode (see REFS_HELP for what `ref` may be).
+
+    `random_init` applies to torchvision specs only (an untrained trunk, no weights needed).
+    `preprocess` overrides the model's own preprocessing (TorchScript files have none built in).
+    """
+    if isinstance(ref, EmbeddingModel):
+        model = ref
+    elif isinstance(ref, str) and ref.startswith("torchvision:"):
+        arch, dim = parse_model_spec(ref)
+        model = build_model(arch, dim=dim, random_init=random_init, name=ref).eval()
+    else:
+        path = Path(ref)
+        if not path.exists():
+            raise CarprobeError(f"model {str(ref)!r} not found (no such file or folder); {REFS_HELP}")
+        if path.is_dir():
+            model = load_reality_check(path)
+        elif _is_torchscript(path):
+            model = load_torchscript(path, preprocess)
+            preprocess = None
+        else:
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001
+                raise CarprobeError(f"model file {path}: unknown format, not readable by torch.load "
+                                    f"({type(exc).__name__}); {REFS_HELP}") from None
+            if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+                model = _from_checkpoint(data, path)
+            elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+                raise CarprobeError(f"model file {path}: a bare state dict without architecture; build it with "
+                                    "build_model(arch, dim, weights=FILE) or save it with save_checkpoint; "
+                                    f"{REFS_HELP}")
+            else:
+                raise CarprobeError(f"model file {path}: unknown format; {REFS_HELP}")
+    if preprocess is not None:
+        model.preprocess = preprocess_from(preprocess)
+        model._fingerprint = None
+    if device is not None:
+        model = model.to(resolve_device(device))
+    return model.eval()
+
+
+def resolve_device(device: "str | torch.device | None" = None) -> torch.device:
+    """None or 'auto' → CUDA if available, else CPU; otherwise the device asked for (checked)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise CarprobeError(f"device {device!r}: not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CarprobeError(f"device {device!r}: CUDA is not available here; use --device cpu or auto")
+    return resolved
+
+
+def describe_model(model: EmbeddingModel) -> str:
+    p = model.preprocess
+    return (f"{model.name}: {model.arch}, {model.embedding_dim}-d, distance {model.distance}, "
+            f"{'L2-normalised' if model.normalize else 'raw'}; input {p.size}px "
+            f"(resize {p.resize}, crop {p.crop}), {'BGR' if p.bgr else 'RGB'} 0..{p.scale}")
