@@ -1,0 +1,157 @@
+"""Reading images for the models: render sets (the contract of DESIGN.md), lists of image
+paths, and ImageFolder-style benchmark data (CUB200, Cars196)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from blender_addon.core.errors import CarprobeError
+from blender_addon.core.render_set import read_render_set
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+class RenderSetData:
+    """A render set on disk: metadata as a DataFrame, image and mask paths aligned with its rows
+    (sorted by index), dataset.json as `info`, and `set_hash` for cache keys."""
+
+    def __init__(self, path: str | Path):
+        self._set = read_render_set(path)
+        self.root = self._set.root
+        self.info: dict[str, Any] = self._set.info
+        self.rows: list[dict[str, Any]] = self._set.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @cached_property
+    def metadata(self):
+        import pandas as pd
+
+        columns = self.info.get("columns") or (list(self.rows[0]) if self.rows else ["file_name", "index"])
+        return pd.DataFrame(self.rows, columns=columns)
+
+    @property
+    def image_paths(self) -> list[Path]:
+        return self._set.image_paths
+
+    @property
+    def mask_paths(self) -> list[Path | None]:
+        return self._set.mask_paths
+
+    @property
+    def factors(self) -> list[str]:
+        return list(self.info.get("factors") or [])
+
+    @cached_property
+    def set_hash(self) -> str:
+        """sha256 of the spec hash and every image's name and size: a re-render into the same
+        folder with other pixels (another Blender, say) or a changed file list gives a new key."""
+        digest = hashlib.sha256(f"{self.info.get('spec_hash')}|{self.info.get('blender_version')}|"
+                                f"{len(self.rows)}\n".encode())
+        for row, path in zip(self.rows, self.image_paths):
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1  # missing: embedding will name the file; the key still differs
+            digest.update(f"{row['file_name']}|{size}\n".encode())
+        return digest.hexdigest()
+
+
+class ImageReadError(CarprobeError):
+    """A missing or undecodable image file (the message names it)."""
+
+
+class ImagePathsDataset:
+    """Images by path → `transform(PIL RGB image)`. A missing or corrupt file raises
+    ImageReadError naming it (in DataLoader workers too; see `loader_error_message`)."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: Callable | None = None):
+        self.paths = [str(p) for p in paths]  # str: cheap to pickle to workers
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        return self.load(index)
+
+    def load(self, index: int):
+        from PIL import Image
+
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")  # also forces the full decode, so truncation shows here
+        except FileNotFoundError:
+            raise ImageReadError(f"image {path}: file not found") from None
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+            raise ImageReadError(f"image {path}: cannot be decoded ({type(exc).__name__}: {exc}); "
+                                 "re-render or remove it") from None
+        return self.transform(image) if self.transform is not None else image
+
+
+def loader_error_message(exc: BaseException) -> str:
+    """The message of an ImageReadError, also when a DataLoader worker re-raised it (torch then
+    puts the worker's whole traceback into the message)."""
+    text = str(exc)
+    marker = f"{ImageReadError.__name__}: "
+    if "Original Traceback" in text and marker in text:
+        return text.rsplit(marker, 1)[1].strip()
+    return text
+
+
+def image_folder(path: str | Path) -> tuple[list[Path], list[int], list[str]]:
+    """ImageFolder-style data → (paths, labels, class_names), classes in sorted folder order.
+
+    Accepts `root/<class>/<image>`, CUB-200-2011 (`root/images/<class>/…`) and Cars196 in its
+    original layout (`cars_annos.mat` + `car_ims/`, labels from the annotation file).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CarprobeError(f"image folder {root}: not a folder")
+    if (root / "cars_annos.mat").is_file():
+        return _cars196(root)
+    base = root
+    if not _class_dirs(root) and (root / "images").is_dir():
+        base = root / "images"  # CUB_200_2011/images/001.Black_footed_Albatross/…
+    classes = _class_dirs(base)
+    if not classes:
+        raise CarprobeError(f"image folder {root}: no class sub-folders with images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); expected <folder>/<class>/<image>")
+    paths, labels = [], []
+    for label, folder in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                    paths.append(Path(dirpath) / name)
+                    labels.append(label)
+    return paths, labels, [c.name for c in classes]
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    found = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            if any(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(child) for f in files):
+                found.append(child)
+    return found
+
+
+def _cars196(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(root / "cars_annos.mat"), squeeze_me=True)
+        annotations = mat["annotations"]
+        names = [str(n) for n in mat["class_names"]]
+        paths = [root / str(a["relative_im_path"]) for a in annotations]
+        labels = [int(a["class"]) - 1 for a in annotations]  # 1-based in the file
+    except Exception as exc:  # noqa: BLE001
+        raise CarprobeError(f"{root / 'cars_annos.mat'}: not a Cars196 annotation file ({exc})") from None
+    return paths, labels, names
