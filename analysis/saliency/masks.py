@@ -1,0 +1,133 @@
+"""Attribution measured against the render's own part masks.
+
+A mask PNG holds one part id per pixel in the order of `blender_addon.core.schema.MASK_PARTS`
+(background=0, body=1, glass=2, wheels=3, lights=4, trim=5, ground=6; dataset.json's
+``mask_parts`` may list them). Masks go through the same resize and centre crop as the image
+(nearest neighbour, so ids stay ids) before they are laid over a map.
+
+The attribution *mass* of a pixel is the magnitude of its map value. Per-part shares divide the
+mass over every part id present, so they sum to 1; the car is every part but background and
+ground. The pointing game asks whether the single highest-magnitude pixel lies on the car.
+`area` (the share of pixels of each part) is what a uniform map would give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from blender_addon.core import schema
+from blender_addon.core.errors import CarprobeError
+
+NOT_CAR = ("background", "ground")
+
+
+def part_names(info: Mapping | None = None) -> list[str]:
+    """Part names by id: dataset.json's `mask_parts` ({name: id}) when present, else the schema's."""
+    parts = (info or {}).get("mask_parts")
+    if isinstance(parts, dict) and parts:
+        names = [""] * (max(int(v) for v in parts.values()) + 1)
+        for name, i in parts.items():
+            names[int(i)] = name
+        return [n or f"part{i}" for i, n in enumerate(names)]
+    return list(schema.MASK_PARTS)
+
+
+def car_ids(names: Sequence[str]) -> list[int]:
+    return [i for i, n in enumerate(names) if n not in NOT_CAR]
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask PNG → (H, W) uint8 part ids (a grey image, or the first channel of an RGB one)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+    except (OSError, ValueError) as exc:
+        raise CarprobeError(f"mask {path}: not a readable image ({exc})") from None
+    return (array[..., 0] if array.ndim == 3 else array).astype(np.uint8)
+
+
+def mask_to_input(mask: np.ndarray, preprocess=None) -> np.ndarray:
+    """The mask in the geometry the model sees: the preprocess's resize and centre crop,
+    nearest neighbour (ids must not blend)."""
+    if preprocess is None:
+        return mask
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    t = torch.from_numpy(np.ascontiguousarray(mask))[None]
+    if getattr(preprocess, "resize", None):
+        t = TF.resize(t, preprocess.resize, interpolation=InterpolationMode.NEAREST_EXACT, antialias=False)
+    if getattr(preprocess, "crop", None):
+        t = TF.center_crop(t, [preprocess.crop, preprocess.crop])
+    return t[0].numpy()
+
+
+def _check(map_: np.ndarray, mask: np.ndarray) -> None:
+    if map_.shape != mask.shape:
+        raise CarprobeError(f"map shape {map_.shape} differs from mask shape {mask.shape} "
+                            "(masks must go through the model's resize and crop: mask_to_input)")
+
+
+def part_shares(map_: np.ndarray, mask: np.ndarray, n_parts: int) -> np.ndarray:
+    """Share of |map| mass per part id 0..n_parts-1 (sums to 1; NaN for an all-zero map)."""
+    map_ = np.abs(np.asarray(map_, dtype=np.float64))
+    _check(map_, mask)
+    if mask.max(initial=0) >= n_parts:
+        raise CarprobeError(f"mask holds part id {int(mask.max())}, but only {n_parts} parts are known")
+    mass = np.bincount(mask.ravel(), weights=map_.ravel(), minlength=n_parts)
+    total = mass.sum()
+    return mass / total if total > 0 else np.full(n_parts, np.nan)
+
+
+def part_areas(mask: np.ndarray, n_parts: int) -> np.ndarray:
+    counts = np.bincount(mask.ravel(), minlength=n_parts).astype(np.float64)
+    return counts / counts.sum()
+
+
+def pointing_game(map_: np.ndarray, mask: np.ndarray, car: Iterable[int]) -> bool:
+    """Is the highest-magnitude pixel on the car? (ties: the first such pixel, row-major)"""
+    map_ = np.abs(np.asarray(map_))
+    _check(map_, mask)
+    return bool(np.isin(mask.ravel()[int(np.argmax(map_))], list(car)))
+
+
+def mask_tables(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], names: Sequence[str],
+                indices: Sequence[int], ci: float = 0.95):
+    """Mask results for every model → (shares, summary, per_image) DataFrames.
+
+    maps[model]: (N, H, W); masks[model]: (N, H, W) part ids in that model's input geometry.
+    shares: model, part, share, area (means over images; shares sum to 1 per model).
+    summary: model, metric (car_share, pointing_game), mean, ci_low, ci_high, n.
+    per_image: image, model, part, share.
+    """
+    import pandas as pd
+
+    from .compare import summarize
+
+    car = car_ids(names)
+    shares_rows, summary_rows, per_image = [], [], []
+    for model, model_maps in maps.items():
+        model_masks = masks[model]
+        shares = np.array([part_shares(m, k, len(names)) for m, k in zip(model_maps, model_masks)])
+        areas = np.array([part_areas(k, len(names)) for k in model_masks])
+        hits = np.array([pointing_game(m, k, car) for m, k in zip(model_maps, model_masks)], dtype=float)
+        valid = np.isfinite(shares).all(axis=1)
+        mean_share = shares[valid].mean(axis=0) if valid.any() else np.full(len(names), np.nan)
+        for p, name in enumerate(names):
+            shares_rows.append({"model": model, "part": name, "share": float(mean_share[p]),
+                                "area": float(areas[:, p].mean())})
+            per_image.extend({"image": i, "model": model, "part": name, "share": float(s)}
+                             for i, s in zip(indices, shares[:, p]))
+        car_share = shares[:, car].sum(axis=1)
+        for metric, values in (("car_share", car_share), ("car_area", areas[:, car].sum(axis=1)),
+                               ("pointing_game", hits)):
+            mean, lo, hi, n = summarize(values, metric, ci)
+            summary_rows.append({"model": model, "metric": metric, "mean": mean, "ci_low": lo, "ci_high": hi,
+                                 "n": n})
+    return pd.DataFrame(shares_rows), pd.DataFrame(summary_rows), pd.DataFrame(per_image)

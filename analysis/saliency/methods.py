@@ -1,0 +1,254 @@
+"""Attribution maps for embedding models: one verb, `attribute(model, images, method, target)`.
+
+Methods (captum, except the Kobs et al. preset which re-implements their recipe exactly):
+``saliency`` (input gradient), ``ig`` (Integrated Gradients from the black image),
+``gradshap`` (GradientShap around the black image), ``occlusion`` (sliding black patches),
+``gradcam`` (LayerGradCam on a layer, default the last conv block, upsampled to the input
+size), ``smoothgrad`` (NoiseTunnel over Saliency) and ``kobs2021``.
+
+Every map is post-processed the same way: channels reduced (``abs_mean`` by default, ``mean``
+keeps the sign, ``none`` keeps channels), then normalised per map (``max``: divide by the
+largest magnitude; ``percentile``: min -> 0, 99th percentile -> 1, clipped; ``sum``: magnitudes
+sum to 1; ``none``). Normalisation keeps float16 storage exact enough (raw gradients of a
+cosine can be ~1e-8) and makes one colour scale meaningful across models.
+
+Determinism: all random draws (noise, GradientShap baselines) come from a seeded generator
+inside ``torch.random.fork_rng``, so the same call gives the same maps and the caller's global
+RNG state is untouched. (On GPUs some backward kernels are not bit-deterministic.)
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from blender_addon.core.errors import CarprobeError
+
+from .targets import ExplainedScalar, black_image
+
+METHODS = ("saliency", "ig", "gradshap", "occlusion", "gradcam", "smoothgrad", "kobs2021")
+REDUCTIONS = ("abs_mean", "mean", "none")
+NORMALIZATIONS = ("max", "percentile", "sum", "none")
+
+# Defaults per method; `attribute(**opts)` overrides any of them.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "saliency": {"reduce": "abs_mean", "normalize": "max"},
+    "ig": {"reduce": "abs_mean", "normalize": "max", "n_steps": 32},
+    "gradshap": {"reduce": "abs_mean", "normalize": "max", "n_samples": 16, "noise": 0.09},
+    "occlusion": {"reduce": "abs_mean", "normalize": "max", "window": None, "stride": None},
+    "gradcam": {"reduce": "abs_mean", "normalize": "max", "layer": None},
+    "smoothgrad": {"reduce": "abs_mean", "normalize": "max", "n_samples": 25, "noise": 0.15},
+    # Kobs et al. (ICCV 2021): 50 noisy copies, std 0.15 x value range, channel mean, abs,
+    # summed, min -> 0 and 99th percentile -> 1, clipped.
+    "kobs2021": {"reduce": "mean_abs_sum", "normalize": "percentile", "n_samples": 50, "noise": 0.15},
+}
+OPTIONS = {"reduce", "normalize", "percentile", "n_steps", "n_samples", "noise", "window", "stride",
+           "layer", "internal_batch_size", "seed"}
+
+
+def method_options(method: str, **opts: Any) -> dict[str, Any]:
+    """The full option set a call uses (defaults of the method, then `opts`)."""
+    if method not in METHODS:
+        raise CarprobeError(f"unknown saliency method {method!r}; allowed: {', '.join(METHODS)}")
+    unknown = sorted(set(opts) - OPTIONS)
+    if unknown:
+        raise CarprobeError(f"unknown option(s) for attribute(): {', '.join(unknown)}; allowed: {', '.join(sorted(OPTIONS))}")
+    out = {"seed": 0, "internal_batch_size": None, "percentile": 99.0, **DEFAULTS[method]}
+    out.update({k: v for k, v in opts.items() if v is not None or k in ("layer",)})
+    if method != "kobs2021" and out["reduce"] not in REDUCTIONS:
+        raise CarprobeError(f"reduce {out['reduce']!r} is not allowed; allowed: {', '.join(REDUCTIONS)}")
+    if out["normalize"] not in NORMALIZATIONS:
+        raise CarprobeError(f"normalize {out['normalize']!r} is not allowed; allowed: {', '.join(NORMALIZATIONS)}")
+    return out
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def find_layer(model: torch.nn.Module, example: torch.Tensor, name: str | None = None) -> torch.nn.Module:
+    """The module Grad-CAM uses: `name` from model.named_modules(), or the last conv block.
+
+    The last conv block is the module whose forward finishes last with a spatial (B, C, H, W)
+    output larger than 1x1 -- forward hooks fire when a module returns, so an enclosing block
+    (ResNet's layer4) fires after its own convs and ReLUs and is the one picked.
+    """
+    modules = dict(model.named_modules())
+    if name:
+        if name not in modules:
+            spatial = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d)][-5:]
+            raise CarprobeError(f"layer {name!r} not found in the model; conv layers include: {', '.join(spatial)}")
+        return modules[name]
+    fired: list[str] = []
+
+    def hook(module_name):
+        def record(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-1] * output.shape[-2] > 1:
+                fired.append(module_name)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items() if n]
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not fired:
+        raise CarprobeError("gradcam: the model has no layer with a spatial (B, C, H, W) output; pass --layer")
+    return modules[fired[-1]]
+
+
+def _value_range(x: torch.Tensor) -> torch.Tensor:
+    """Per-image value range (max - min) of preprocessed images, shape (B,)."""
+    flat = x.flatten(1)
+    return flat.max(dim=1).values - flat.min(dim=1).values
+
+
+def reduce_channels(attr: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "abs_mean":
+        return attr.abs().mean(dim=1)
+    if how == "mean":
+        return attr.mean(dim=1)
+    if how == "none":
+        return attr
+    raise CarprobeError(f"reduce {how!r} is not allowed; allowed: {', '.join(REDUCTIONS)}")
+
+
+def normalize_maps(maps: np.ndarray, how: str, percentile: float = 99.0) -> np.ndarray:
+    """Per-map normalisation over every axis but the first."""
+    maps = np.asarray(maps, dtype=np.float32)
+    flat = maps.reshape(len(maps), -1)
+    if how == "none":
+        return maps
+    if how == "max":
+        scale = np.abs(flat).max(axis=1)
+        scale[scale == 0] = 1.0
+        return (flat / scale[:, None]).reshape(maps.shape)
+    if how == "sum":
+        mags = np.abs(flat)
+        total = mags.sum(axis=1)
+        total[total == 0] = 1.0
+        return (mags / total[:, None]).reshape(maps.shape)
+    if how == "percentile":
+        lo = flat.min(axis=1)
+        hi = np.percentile(flat, percentile, axis=1)
+        span = hi - lo
+        span[span <= 0] = 1.0
+        return np.clip((flat - lo[:, None]) / span[:, None], 0.0, 1.0).reshape(maps.shape)
+    raise CarprobeError(f"normalize {how!r} is not allowed; allowed: {', '.join(NORMALIZATIONS)}")
+
+
+def _kobs2021(model, x, target: ExplainedScalar, n_samples: int, noise: float, chunk: int,
+              generator: torch.Generator) -> torch.Tensor:
+    """Their gradient_explainer: sum over noisy copies of |channel-mean input gradient|."""
+    b = len(x)
+    std = (noise * _value_range(x)).view(b, 1, 1, 1, 1)
+    total = torch.zeros((b,) + tuple(x.shape[2:]), device=x.device)
+    done = 0
+    while done < n_samples:
+        k = min(chunk, n_samples - done)
+        eps = torch.randn((b, k) + tuple(x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+        noisy = (x.unsqueeze(1) + std * eps).flatten(0, 1).requires_grad_(True)
+        anchors = None if target.anchors is None else target.anchors.repeat_interleave(k, dim=0)
+        score = target.score(model, noisy, anchors)
+        (grad,) = torch.autograd.grad(score.sum(), noisy)
+        total += grad.view((b, k) + tuple(x.shape[1:])).mean(dim=2).abs().sum(dim=1)
+        done += k
+    return total
+
+
+def attribute(model: torch.nn.Module, images: torch.Tensor, method: str, target: ExplainedScalar,
+              **opts: Any) -> np.ndarray:
+    """Attribution maps of `target` for a batch of preprocessed images (B, C, H, W).
+
+    Returns float32 maps (B, H, W) (or (B, C, H, W) with reduce="none"), post-processed as the
+    module docstring says. Options (see DEFAULTS): n_steps (ig), n_samples and noise (fraction
+    of the value range; smoothgrad, gradshap, kobs2021), window and stride (occlusion, pixels),
+    layer (gradcam: module or name), internal_batch_size (evaluations per forward pass for ig,
+    smoothgrad, gradshap, kobs2021 copies and occlusion windows), seed, reduce, normalize,
+    percentile.
+    """
+    o = method_options(method, **opts)
+    if images.dim() != 4:
+        raise CarprobeError(f"images must be a (B, C, H, W) tensor, got shape {tuple(images.shape)}")
+    model.eval()
+    device = model_device(model)
+    x = images.to(device=device, dtype=torch.float32)
+    target = target.to(device)
+    if target.anchors is not None and len(target.anchors) != len(x):
+        raise CarprobeError(f"target has {len(target.anchors)} anchors for {len(x)} images")
+    f = target.forward_func(model)
+    args = target.forward_args()
+    ibs = o["internal_batch_size"]
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    numpy_state = np.random.get_state()  # captum's GradientShap draws its scales from numpy
+    try:
+        with torch.random.fork_rng(devices=fork_devices), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+            torch.manual_seed(int(o["seed"]))
+            np.random.seed(int(o["seed"]) % 2**32)
+            generator = torch.Generator(device=device).manual_seed(int(o["seed"]))
+            attr = _run_method(method, model, x, target, f, args, o, ibs, generator)
+    finally:
+        np.random.set_state(numpy_state)
+    if method == "kobs2021":
+        maps = attr
+    else:
+        maps = reduce_channels(attr, o["reduce"])
+    maps = maps.detach().float().cpu().numpy()
+    return normalize_maps(maps, o["normalize"], float(o["percentile"]))
+
+
+def _run_method(method, model, x, target, f, args, o, ibs, generator) -> torch.Tensor:
+    from captum.attr import (GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
+                             Occlusion, Saliency)
+
+    if method == "saliency":
+        return Saliency(f).attribute(x, additional_forward_args=args, abs=False)
+    if method == "ig":
+        black = black_image(model, x).expand_as(x)
+        return IntegratedGradients(f).attribute(x, baselines=black, additional_forward_args=args,
+                                                n_steps=int(o["n_steps"]), internal_batch_size=ibs)
+    if method == "gradshap":
+        black = black_image(model, x)
+        stdev = float(o["noise"] * _value_range(x).max())
+        return GradientShap(f).attribute(x, baselines=black, n_samples=int(o["n_samples"]), stdevs=stdev,
+                                         additional_forward_args=args)
+    if method == "smoothgrad":
+        stdev = float(o["noise"] * _value_range(x).max())  # captum takes one std per input tensor
+        return NoiseTunnel(Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=int(o["n_samples"]),
+                                                  nt_samples_batch_size=ibs, stdevs=stdev,
+                                                  additional_forward_args=args, abs=False)
+    if method == "occlusion":
+        c, h, w = x.shape[1:]
+        window = int(o["window"] or max(2, round(min(h, w) / 8)))
+        stride = int(o["stride"] or max(1, window // 2))
+        black = black_image(model, x)
+        return Occlusion(f).attribute(x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
+                                      baselines=black, additional_forward_args=args,
+                                      perturbations_per_eval=int(ibs or 1))
+    if method == "gradcam":
+        layer = o["layer"]
+        if not isinstance(layer, torch.nn.Module):
+            layer = find_layer(model, x, layer)
+        cam = LayerGradCam(f, layer).attribute(x, additional_forward_args=args, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+    if method == "kobs2021":
+        return _kobs2021(model, x, target, int(o["n_samples"]), float(o["noise"]), max(1, int(ibs) // len(x)) if ibs else int(o["n_samples"]), generator)
+    raise CarprobeError(f"unknown saliency method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def options_for_store(method: str, **opts: Any) -> dict[str, Any]:
+    """The options that define a map (JSON-able; the layer by name), for the map store key."""
+    o = method_options(method, **opts)
+    o.pop("internal_batch_size", None)  # batching changes speed, not maps
+    if isinstance(o.get("layer"), torch.nn.Module):
+        raise CarprobeError("pass gradcam's layer by name to store maps")
+    return o
