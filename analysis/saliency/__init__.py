@@ -1,23 +1,11 @@
-"""Saliency for embedding models: explicit targets, captum attribution, comparison between
-models, render-mask shares, the cascading-randomisation sanity check and a map store.
+"""Saliency for embedding models: explicit targets (targets.py), one attribution verb
+(methods.attribute), comparison between models (compare.py), render-mask shares (masks.py),
+the cascading-randomisation sanity check (sanity.py), the map store (store.py) and the report
+section (report_section.py).
 
-    from analysis.saliency import attribute, baseline_target
+    from analysis.saliency.methods import attribute
+    from analysis.saliency.targets import baseline_target
     maps = attribute(model, images, "ig", baseline_target(model, images))
 
-Import torch-heavy parts from their modules; this package imports nothing heavy itself.
+The package itself imports nothing, so `import analysis.saliency` does not load torch.
 """
-
-from __future__ import annotations
-
-__all__ = ["attribute", "baseline_target", "reference_target", "centroid_target", "norm_target",
-           "compare_models", "mask_tables", "cascading_randomization", "MapStore", "METHODS", "TARGETS"]
-
-
-def __getattr__(name: str):
-    # Lazy: `import analysis.saliency` stays cheap for the CLI (torch is imported on use).
-    from . import compare, masks, methods, sanity, store, targets
-
-    for module in (methods, targets, compare, masks, sanity, store):
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(name)
