@@ -1,0 +1,126 @@
+"""Training data: images with class labels from a render set (a metadata column) or an
+ImageFolder (CUB200, Cars196, …), split by class into disjoint train and test halves.
+
+Zero-shot split as in the DML benchmarks: the class names are sorted and the first half
+(rounded up) trains, the second half tests, so test classes are never seen in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from blender_addon.core.errors import CarprobeError
+
+MIN_CLASSES_PER_SPLIT = 2
+
+
+@dataclass
+class LabelledImages:
+    paths: list[str]
+    labels: list[int]            # 0..len(class_names)-1, contiguous within this split
+    class_names: list[str]
+    source: str                  # "render set" or "image folder"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _sort_key(value):
+    """Numbers numerically, everything else as text (numbers first)."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def load_labelled_images(path: str | Path, label: str = "car_id") -> LabelledImages:
+    """All images of `path` with their classes. A render set (it has dataset.json) takes the
+    class from metadata column `label`; otherwise `path` is read as an ImageFolder."""
+    from analysis.data import RenderSetData, image_folder
+
+    root = Path(path)
+    if not root.exists():
+        raise CarprobeError(f"--data {str(path)!r}: no such folder (a render set or an ImageFolder)")
+    if (root / "dataset.json").is_file():
+        data = RenderSetData(root)
+        frame = data.metadata
+        if label not in frame.columns:
+            raise CarprobeError(f"--label {label!r}: not a column of {root / 'metadata.csv'}; columns: "
+                                f"{', '.join(map(str, frame.columns))}")
+        values = frame[label].tolist()
+        if any(v is None or (isinstance(v, float) and v != v) or v == "" for v in values):
+            raise CarprobeError(f"--label {label!r}: some rows of {root / 'metadata.csv'} have no value")
+        names = sorted({str(v) for v in values}, key=_sort_key)
+        index = {n: i for i, n in enumerate(names)}
+        return LabelledImages([str(p) for p in data.image_paths], [index[str(v)] for v in values],
+                              names, "render set")
+    paths, labels, names = image_folder(root)
+    order = sorted(range(len(names)), key=lambda i: _sort_key(names[i]))
+    remap = {old: new for new, old in enumerate(order)}
+    return LabelledImages([str(p) for p in paths], [remap[v] for v in labels],
+                          [names[i] for i in order], "image folder")
+
+
+def split_classes(data: LabelledImages) -> tuple[LabelledImages, LabelledImages]:
+    """(train, test): the first half of the sorted class names and the second half."""
+    n = len(data.class_names)
+    if n < 2 * MIN_CLASSES_PER_SPLIT:
+        raise CarprobeError(
+            f"{n} class(es) ({', '.join(data.class_names[:8])}): a zero-shot split into train and test "
+            f"halves needs at least {2 * MIN_CLASSES_PER_SPLIT} classes ({MIN_CLASSES_PER_SPLIT} each); "
+            "pick a --label with more values or render more identities")
+    n_train = (n + 1) // 2
+    parts = []
+    for lo, hi in ((0, n_train), (n_train, n)):
+        keep = [i for i, y in enumerate(data.labels) if lo <= y < hi]
+        parts.append(LabelledImages([data.paths[i] for i in keep], [data.labels[i] - lo for i in keep],
+                                    data.class_names[lo:hi], data.source))
+    return parts[0], parts[1]
+
+
+class LabelledDataset:
+    """(image tensor, label) pairs for a DataLoader; image errors name the file."""
+
+    def __init__(self, images: LabelledImages, transform):
+        from analysis.data import ImagePathsDataset
+
+        self.images = ImagePathsDataset(images.paths, transform)
+        self.labels = list(images.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.labels[index]
+
+
+def train_transform(preprocess):
+    """RandomResizedCrop to the model's input size + horizontal flip, then the model's own
+    value scaling and normalisation (the test side is `preprocess.transform()`)."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(preprocess.size, antialias=True),
+                       v2.RandomHorizontalFlip(), _ModelInput(preprocess)])
+
+
+class _ModelInput:
+    """uint8 RGB tensor → float in the model's scale, channel order and normalisation."""
+
+    def __init__(self, preprocess):
+        import torch
+
+        self.scale, self.bgr = preprocess.scale, preprocess.bgr
+        self.mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(preprocess.std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, image):
+        import torch
+
+        x = image.to(torch.float32)
+        if self.scale == 1:
+            x = x / 255.0
+        if self.bgr:
+            x = x.flip(0)
+        return (x - self.mean) / self.std
