@@ -1,0 +1,356 @@
+"""Exact silhouette coefficients (Rousseeuw 1987), fast on CPU and GPU, equal to scikit-learn's.
+
+For sample i in cluster A, with d the chosen distance:
+    a(i) = mean of d(i, j) over the other members j of A,
+    b(i) = min over clusters C != A of the mean of d(i, j) over j in C,
+    s(i) = (b(i) - a(i)) / max(a(i), b(i)),  and s(i) = 0 when A = {i} (singleton) or a = b = 0.
+The silhouette score is the mean of s(i). Conventions (label count 2..n-1, singletons, 0/0 -> 0)
+follow `sklearn.metrics.silhouette_samples`; results agree with it to 1e-6 or better.
+
+Cosine (d = 1 - cos on L2-normalised rows) has a closed form: with u the normalised rows and
+S_C the sum of the u in C, sum_{j in C} (1 - u_i.u_j) = |C| - u_i.S_C. So every a(i) and b(i)
+comes from one (n x d) @ (d x k) product in float64: O(n d k) time, O(k d) extra memory,
+streamed over row chunks, no n x n matrix.
+
+Euclidean has no such form. The rows are centred and sorted by label, and the upper triangle of
+the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y with a
+clamp at 0; each tile counted for both its row and its column block), each tile reduced to
+per-cluster sums by slice sums over the clusters the tile touches. That float32 pass
+only *selects* clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean
+distance is within `_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with
+each cluster centred on its own mean, which is what makes the 1e-6 agreement hold for tight,
+far-off clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of
+rows exactly against all n points and states the standard error of the mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from blender_addon.core.errors import CarprobeError
+
+from ._inputs import as_embeddings, check_label_count, check_metric, encode_labels, l2_normalize, resolve_device
+
+log = logging.getLogger(__name__)
+
+# Above this many rows an Euclidean silhouette_score samples rows (see silhouette_estimate).
+EXACT_EUCLIDEAN_MAX_ROWS = 100_000
+# Rows evaluated by that automatic sample; standard error is about std(s) / sqrt(20,000) <= 0.007.
+DEFAULT_SAMPLE_SIZE = 20_000
+# Clusters whose float32 mean distance is within this relative margin of the nearest one are
+# recomputed in float64 (float32 tile sums are good to ~1e-6 relative).
+_CANDIDATE_RTOL = 1e-4
+# Up to this many label segments per tile, per-cluster sums are slice sums; above, running sums.
+_SLICE_MAX_SEGMENTS = 24
+
+
+class SilhouetteEstimate(NamedTuple):
+    """Mean silhouette over `n_evaluated` of `n_samples` rows, with its standard error (0 if exact)."""
+
+    score: float
+    standard_error: float
+    n_evaluated: int
+    n_samples: int
+
+
+def silhouette_samples(X: Any, labels: Any, metric: str = "cosine", device: str | torch.device | None = None,
+                       chunk_size: int | None = None) -> np.ndarray:
+    """Silhouette coefficient of every sample, as `sklearn.metrics.silhouette_samples`.
+
+    X: (n_samples, n_features) numpy array or torch tensor; labels: n_samples labels (numbers or
+    strings). metric: "cosine" (1 - cos similarity of L2-normalised rows) or "euclidean".
+    device: torch device to compute on (default: X's device, else CPU), e.g. "cuda".
+    chunk_size: rows per chunk (cosine) or tile side (Euclidean); default depends on the device.
+    Returns a float64 numpy array of length n_samples.
+    """
+    t, codes, k, dev = _prepare(X, labels, metric, device)
+    if metric == "cosine":
+        return _cosine_silhouettes(t, codes, k, dev, chunk_size)
+    return _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=None)
+
+
+def silhouette_score(X: Any, labels: Any, metric: str = "cosine", device: str | torch.device | None = None,
+                     chunk_size: int | None = None, sample_size: int | None = None,
+                     random_state: int = 0) -> float:
+    """Mean silhouette coefficient over all samples (as `sklearn.metrics.silhouette_score`).
+
+    Exact unless `sample_size` is given, or the metric is Euclidean with more than
+    EXACT_EUCLIDEAN_MAX_ROWS rows (then DEFAULT_SAMPLE_SIZE rows are sampled and a warning with the
+    standard error is logged). Unlike scikit-learn's `sample_size`, which recomputes the silhouette
+    of a sub-dataset, a sampled row here keeps its exact silhouette against all n points, so the
+    estimate is unbiased for the full-set score; see `silhouette_estimate` for its standard error.
+    """
+    n = _row_count(X)
+    if sample_size is None and metric == "euclidean" and n > EXACT_EUCLIDEAN_MAX_ROWS:
+        est = silhouette_estimate(X, labels, metric, DEFAULT_SAMPLE_SIZE, random_state, device, chunk_size)
+        log.warning("euclidean silhouette of %d rows estimated from %d sampled rows: %.6f +- %.6f (1 s.e.)",
+                    n, est.n_evaluated, est.score, est.standard_error)
+        return est.score
+    if sample_size is not None:
+        est = silhouette_estimate(X, labels, metric, sample_size, random_state, device, chunk_size)
+        log.info("silhouette estimated from %d of %d rows: %.6f +- %.6f (1 s.e.)",
+                 est.n_evaluated, est.n_samples, est.score, est.standard_error)
+        return est.score
+    return float(np.mean(silhouette_samples(X, labels, metric, device, chunk_size)))
+
+
+def silhouette_estimate(X: Any, labels: Any, metric: str = "euclidean", sample_size: int = DEFAULT_SAMPLE_SIZE,
+                        random_state: int = 0, device: str | torch.device | None = None,
+                        chunk_size: int | None = None) -> SilhouetteEstimate:
+    """Silhouette score from a seeded uniform sample of rows (without replacement).
+
+    Each sampled row's silhouette is exact (a and b against all n points), so the sample mean is
+    an unbiased estimate of the full score; its standard error is
+    std(s_sample, ddof=1) / sqrt(m) * sqrt((n - m) / (n - 1)) (finite-population correction).
+    Cost O(m n d) instead of O(n^2 d). With sample_size >= n the result is exact (s.e. 0).
+    """
+    t, codes, k, dev = _prepare(X, labels, metric, device)
+    n = t.shape[0]
+    if not isinstance(sample_size, (int, np.integer)) or isinstance(sample_size, bool) or sample_size < 2:
+        raise CarprobeError(f"sample_size={sample_size!r} is not allowed; expected an integer >= 2")
+    m = min(int(sample_size), n)
+    if m == n:
+        rows = np.arange(n)
+    else:
+        rows = np.sort(np.random.default_rng(random_state).choice(n, size=m, replace=False))
+    if metric == "cosine":
+        s = _cosine_silhouettes(t, codes, k, dev, chunk_size, rows=rows)
+    else:
+        s = _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=rows)
+    se = 0.0 if m == n else float(np.std(s, ddof=1) / math.sqrt(m) * math.sqrt((n - m) / (n - 1)))
+    return SilhouetteEstimate(float(np.mean(s)), se, m, n)
+
+
+# -- shared ------------------------------------------------------------------------------------
+
+def _row_count(X: Any) -> int:
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) >= 1 else len(X)
+
+
+def _prepare(X: Any, labels: Any, metric: str, device: Any) -> tuple[torch.Tensor, np.ndarray, int, torch.device]:
+    check_metric(metric)
+    t = as_embeddings(X)
+    codes, classes = encode_labels(labels, t.shape[0])
+    check_label_count(len(classes), t.shape[0])
+    return t, codes, len(classes), resolve_device(X, device)
+
+
+def _combine(a: torch.Tensor, b: torch.Tensor, own_counts: torch.Tensor) -> np.ndarray:
+    """s = (b - a) / max(a, b); 0 for singletons and for 0/0, like scikit-learn's nan_to_num."""
+    s = (b - a) / torch.maximum(a, b)
+    s = torch.where(own_counts > 1, s, torch.zeros_like(s))
+    return torch.nan_to_num(s, nan=0.0).cpu().numpy()
+
+
+# -- cosine: closed form -----------------------------------------------------------------------
+
+def _cosine_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.device, chunk_size: int | None,
+                        rows: np.ndarray | None = None) -> np.ndarray:
+    n, d = t.shape
+    chunk = chunk_size or (65536 if dev.type == "cuda" else 8192)
+    codes_t = torch.from_numpy(codes).to(dev)
+    counts = torch.bincount(codes_t, minlength=k).to(torch.float64)
+    # Pass 1: per-cluster sums of the normalised rows (float64), streamed over row chunks.
+    sums = torch.zeros(k, d, dtype=torch.float64, device=dev)
+    for start in range(0, n, chunk):
+        u = l2_normalize(t[start:start + chunk].to(dev, torch.float64))
+        sums.index_add_(0, codes_t[start:start + chunk], u)
+    # Pass 2: summed distance to every cluster = |C| - u.S_C; own cluster excludes i itself.
+    row_ids = torch.arange(n) if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    out = []
+    for start in range(0, len(row_ids), chunk):
+        ids = row_ids[start:start + chunk]
+        u = l2_normalize(t[ids.to(t.device)].to(dev, torch.float64))
+        c = codes_t[ids.to(dev)]
+        dist_sums = counts.unsqueeze(0) - u @ sums.T                          # (B, k)
+        own_counts = counts[c]
+        own = dist_sums.gather(1, c.unsqueeze(1)).squeeze(1) - (1.0 - (u * u).sum(1))  # drop d(i, i)
+        a = own / (own_counts - 1).clamp(min=1)
+        mean_other = dist_sums / counts.unsqueeze(0)
+        mean_other.scatter_(1, c.unsqueeze(1), math.inf)
+        b = mean_other.min(dim=1).values
+        out.append(_combine(a, b, own_counts))
+    return np.concatenate(out)
+
+
+# -- Euclidean: float32 tiles select, float64 decides ------------------------------------------
+
+def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.device, chunk_size: int | None,
+                           rows: np.ndarray | None) -> np.ndarray:
+    n = t.shape[0]
+    block = chunk_size or (8192 if dev.type == "cuda" else 1024)
+    order = np.argsort(codes, kind="stable")
+    codes_sorted = codes[order]
+    counts_np = np.bincount(codes_sorted, minlength=k)
+    starts_np = np.concatenate([[0], np.cumsum(counts_np)[:-1]])
+    x64 = t.to(dev, torch.float64)[torch.from_numpy(order).to(dev)]
+    x64 = x64 - x64.mean(dim=0, keepdim=True)  # distances are shift-invariant; centring keeps float32 tight
+    x32 = x64.to(torch.float32)
+    codes_t = torch.from_numpy(codes_sorted).to(dev)
+    counts = torch.from_numpy(counts_np).to(dev, torch.float64)
+
+    if rows is None:
+        pos = np.arange(n)
+        approx = _tile_cluster_sums_symmetric(x32, codes_sorted, k, block)
+    else:
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        pos = np.sort(inverse[np.asarray(rows, dtype=np.int64)])  # sorted positions of the sampled rows
+        approx = _tile_cluster_sums_rows(x32, codes_sorted, k, block, pos)
+    pos_t = torch.from_numpy(pos).to(dev)
+    own_c = codes_t[pos_t]
+    mean_other = approx / counts.unsqueeze(0)
+    mean_other.scatter_(1, own_c.unsqueeze(1), math.inf)
+    nearest = mean_other.min(dim=1, keepdim=True).values
+    candidates = mean_other <= nearest * (1 + _CANDIDATE_RTOL) + 1e-12
+
+    # Exact float64 sums for the own cluster and every candidate cluster.
+    own_sum = torch.zeros(len(pos), dtype=torch.float64, device=dev)
+    b = torch.full((len(pos),), math.inf, dtype=torch.float64, device=dev)
+    own_c_np = own_c.cpu().numpy()
+    cand_np = candidates.cpu().numpy()
+    for c in range(k):
+        lo, hi = int(starts_np[c]), int(starts_np[c] + counts_np[c])
+        own_rows = np.flatnonzero(own_c_np == c)
+        cand_rows = np.flatnonzero(cand_np[:, c])
+        need = np.concatenate([own_rows, cand_rows])
+        if len(need) == 0:
+            continue
+        sums = _exact_sums_to_cluster(x64, pos[need], lo, hi, block)
+        n_own = len(own_rows)
+        if n_own:
+            own_sum[torch.from_numpy(own_rows).to(dev)] = sums[:n_own]
+        if len(cand_rows):
+            idx = torch.from_numpy(cand_rows).to(dev)
+            b[idx] = torch.minimum(b[idx], sums[n_own:] / counts_np[c])
+    own_counts = counts[own_c]
+    a = own_sum / (own_counts - 1).clamp(min=1)
+    s_sorted = _combine(a, b, own_counts)
+    out = np.empty(len(pos))
+    # Back from label-sorted positions to input order (rows given: ascending input index).
+    original = order[pos]
+    out_order = np.argsort(original, kind="stable")
+    out[:] = s_sorted[out_order]
+    return out
+
+
+def _blocks(n: int, block: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + block, n)) for lo in range(0, n, block)]
+
+
+def _augment(x32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column factors whose product is the squared distance matrix in one GEMM:
+    [x, |x|^2, 1] . [-2y, 1, |y|^2] = |x|^2 + |y|^2 - 2 x.y."""
+    sq = (x32 * x32).sum(dim=1, keepdim=True)
+    ones = torch.ones_like(sq)
+    return torch.cat([x32, sq, ones], dim=1), torch.cat([-2.0 * x32, ones, sq], dim=1)
+
+
+def _tile_distances(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    return (left @ right.T).clamp_(min=0.0).sqrt_()
+
+
+class _BlockClusters:
+    """The clusters a block of label-sorted columns touches, and how to sum a tile over them."""
+
+    def __init__(self, codes_sorted: np.ndarray, lo: int, hi: int, device: torch.device):
+        local = codes_sorted[lo:hi]
+        self.c0, self.c1 = int(local[0]), int(local[-1]) + 1
+        change = np.flatnonzero(np.diff(local)) + 1
+        self.seg_starts = np.concatenate([[0], change]).astype(np.int64)
+        self.seg_ends = np.concatenate([change, [hi - lo]]).astype(np.int64)
+        self.seg_codes = (local[self.seg_starts] - self.c0).astype(np.int64)
+        self.few = len(self.seg_starts) <= _SLICE_MAX_SEGMENTS
+        self.width = self.c1 - self.c0
+        self.device = device
+        if not self.few:
+            self.ends_t = torch.from_numpy(self.seg_ends).to(device)
+            self.starts_t = torch.from_numpy(self.seg_starts).to(device)
+            self.codes_t = torch.from_numpy(self.seg_codes).to(device)
+
+    def sum_columns(self, tile: torch.Tensor) -> torch.Tensor:
+        """(r, cols) -> (r, c1 - c0) float64: each row summed over each cluster's columns."""
+        if self.few:  # a few large clusters: contiguous slice sums (float32 cascade sums)
+            out = torch.zeros(tile.shape[0], self.width, dtype=torch.float64, device=tile.device)
+            for c, a, b in zip(self.seg_codes, self.seg_starts, self.seg_ends):
+                out[:, c] = tile[:, a:b].sum(dim=1)
+            return out
+        # many small clusters: segment sums as differences of a float64 running sum
+        cs = torch.nn.functional.pad(tile.to(torch.float64).cumsum(dim=1), (1, 0))
+        out = torch.zeros(tile.shape[0], self.width, dtype=torch.float64, device=tile.device)
+        out[:, self.codes_t] = cs[:, self.ends_t] - cs[:, self.starts_t]
+        return out
+
+    def sum_rows(self, tile: torch.Tensor) -> torch.Tensor:
+        """(rows, c) -> (c, c1 - c0) float64: each column summed over each cluster's rows."""
+        if self.few:
+            out = torch.zeros(tile.shape[1], self.width, dtype=torch.float64, device=tile.device)
+            for c, a, b in zip(self.seg_codes, self.seg_starts, self.seg_ends):
+                out[:, c] = tile[a:b].sum(dim=0)
+            return out
+        return self.sum_columns(tile.T)
+
+
+def _tile_cluster_sums_symmetric(x32: torch.Tensor, codes_sorted: np.ndarray, k: int, block: int) -> torch.Tensor:
+    """Approximate (n, k) sums of distances from every row to every cluster, upper-triangle tiles."""
+    n, dev = x32.shape[0], x32.device
+    left, right = _augment(x32)
+    blocks = _blocks(n, block)
+    info = [_BlockClusters(codes_sorted, lo, hi, dev) for lo, hi in blocks]
+    sums = torch.zeros(n, k, dtype=torch.float64, device=dev)
+    for i, (ilo, ihi) in enumerate(blocks):
+        bi = info[i]
+        for j in range(i, len(blocks)):
+            jlo, jhi = blocks[j]
+            bj = info[j]
+            tile = _tile_distances(left[ilo:ihi], right[jlo:jhi])
+            sums[ilo:ihi, bj.c0:bj.c1] += bj.sum_columns(tile)
+            if j != i:
+                sums[jlo:jhi, bi.c0:bi.c1] += bi.sum_rows(tile)
+    return sums
+
+
+def _tile_cluster_sums_rows(x32: torch.Tensor, codes_sorted: np.ndarray, k: int, block: int,
+                            pos: np.ndarray) -> torch.Tensor:
+    """Approximate (m, k) distance sums from the rows at sorted positions `pos` to every cluster."""
+    n, dev = x32.shape[0], x32.device
+    left, right = _augment(x32)
+    lr = left[torch.from_numpy(pos).to(dev)]
+    sums = torch.zeros(len(pos), k, dtype=torch.float64, device=dev)
+    for jlo, jhi in _blocks(n, block):
+        bj = _BlockClusters(codes_sorted, jlo, jhi, dev)
+        for rlo, rhi in _blocks(len(pos), block):
+            tile = _tile_distances(lr[rlo:rhi], right[jlo:jhi])
+            sums[rlo:rhi, bj.c0:bj.c1] += bj.sum_columns(tile)
+    return sums
+
+
+def _exact_sums_to_cluster(x64: torch.Tensor, positions: np.ndarray, lo: int, hi: int, block: int) -> torch.Tensor:
+    """Float64 sums of Euclidean distances from rows at `positions` to sorted rows lo:hi,
+    with the cluster centred on its own mean (small norms, little cancellation); a row's distance
+    to itself counts as exactly 0."""
+    dev = x64.device
+    members = x64[lo:hi]
+    centre = members.mean(dim=0, keepdim=True)
+    y = members - centre
+    sy = (y * y).sum(dim=1)
+    pos_t = torch.from_numpy(positions).to(dev)
+    out = torch.empty(len(positions), dtype=torch.float64, device=dev)
+    step = max(1, (4 * block * block) // max(1, hi - lo))
+    for s in range(0, len(positions), step):
+        p = pos_t[s:s + step]
+        q = x64[p] - centre
+        sq = (q * q).sum(dim=1)
+        d2 = torch.addmm(sy.unsqueeze(0), q, y.T, alpha=-2.0).add_(sq.unsqueeze(1)).clamp_(min=0.0)
+        inside = (p >= lo) & (p < hi)
+        if bool(inside.any()):
+            r = torch.nonzero(inside).squeeze(1)
+            d2[r, p[r] - lo] = 0.0
+        out[s:s + step] = d2.sqrt_().sum(dim=1)
+    return out
