@@ -141,7 +141,7 @@ def normalize_maps(maps: np.ndarray, how: str, percentile: float = 99.0) -> np.n
         hi = np.percentile(flat, percentile, axis=1)
         span = hi - lo
         span[span <= 0] = 1.0
-        return np.clip((flat - lo[:, None]) / span[:, None], 0.0, 1.0).reshape(maps.shape)
+        return np.clip((flat - lo[:, None]) / span[:, None], 0.0, 1.0).reshape(maps.shape).astype(np.float32)
     raise CarprobeError(f"normalize {how!r} is not allowed; allowed: {', '.join(NORMALIZATIONS)}")
 
 
