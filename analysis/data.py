@@ -116,10 +116,9 @@ def image_folder(path: str | Path) -> tuple[list[Path], list[int], list[str]]:
         raise CarprobeError(f"image folder {root}: not a folder")
     if (root / "cars_annos.mat").is_file():
         return _cars196(root)
-    base = root
-    if not _class_dirs(root) and (root / "images").is_dir():
-        base = root / "images"  # CUB_200_2011/images/001.Black_footed_Albatross/…
-    classes = _class_dirs(base)
+    classes = _class_dirs(root)
+    if [c.name for c in classes] == ["images"] and _class_dirs(root / "images"):
+        classes = _class_dirs(root / "images")  # CUB_200_2011/images/001.Black_footed_Albatross/…
     if not classes:
         raise CarprobeError(f"image folder {root}: no class sub-folders with images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); expected <folder>/<class>/<image>")
