@@ -4,6 +4,7 @@ Plain functions over arrays (numpy or torch); bad input raises CarprobeError. Ta
 columns `model, factor, subset, metric, value` (+ extra columns where needed).
 """
 
+from .factors import FactorTables, factor_columns, factor_labels, silhouette_by_factor
 from .nrprec import SIGNIFICANT_Z, NRPrecision, bin_factor, nr_precision
 from .retrieval import nmi_kmeans, retrieval_metrics
 from .silhouette import (
@@ -19,15 +20,19 @@ from .space import class_distances, embedding_space_metrics, singular_values, sp
 __all__ = [
     "DEFAULT_SAMPLE_SIZE",
     "EXACT_EUCLIDEAN_MAX_ROWS",
+    "FactorTables",
     "NRPrecision",
     "SIGNIFICANT_Z",
     "SilhouetteEstimate",
     "bin_factor",
     "class_distances",
     "embedding_space_metrics",
+    "factor_columns",
+    "factor_labels",
     "nmi_kmeans",
     "nr_precision",
     "retrieval_metrics",
+    "silhouette_by_factor",
     "silhouette_estimate",
     "silhouette_samples",
     "silhouette_score",

@@ -13,8 +13,7 @@ comes from one (n x d) @ (d x k) product in float64: O(n d k) time, O(k d) extra
 streamed over row chunks, no n x n matrix.
 
 Euclidean has no such form. The rows are centred and sorted by label, and the upper triangle of
-the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y with a
-clamp at 0; each tile counted for both its row and its column block), each tile reduced to
+the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y in one GEMM; each tile counted for both its row and its column block), each tile reduced to
 per-cluster sums by slice sums over the clusters the tile touches. That float32 pass
 only *selects* clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean
 distance is within `_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with
@@ -207,8 +206,10 @@ def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torc
     own_c = codes_t[pos_t]
     mean_other = approx / counts.unsqueeze(0)
     mean_other.scatter_(1, own_c.unsqueeze(1), math.inf)
+    unknown = torch.isnan(mean_other)
+    mean_other = torch.where(unknown, torch.full_like(mean_other, math.inf), mean_other)
     nearest = mean_other.min(dim=1, keepdim=True).values
-    candidates = mean_other <= nearest * (1 + _CANDIDATE_RTOL) + 1e-12
+    candidates = (mean_other <= nearest * (1 + _CANDIDATE_RTOL) + 1e-12) | unknown
 
     # Exact float64 sums for the own cluster and every candidate cluster.
     own_sum = torch.zeros(len(pos), dtype=torch.float64, device=dev)
@@ -253,7 +254,9 @@ def _augment(x32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _tile_distances(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    return (left @ right.T).clamp_(min=0.0).sqrt_()
+    # No clamp pass: a rounding-negative square (near-duplicate rows) gives NaN, and a NaN
+    # cluster sum marks that cluster for the exact float64 pass instead.
+    return (left @ right.T).sqrt_()
 
 
 class _BlockClusters:

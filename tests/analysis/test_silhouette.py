@@ -1,0 +1,127 @@
+"""analysis.metrics.silhouette: equal to scikit-learn to 1e-6, its conventions, sampling, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import silhouette_samples as sk_samples
+from sklearn.metrics import silhouette_score as sk_score
+
+from analysis.metrics import silhouette_estimate, silhouette_samples, silhouette_score
+from blender_addon.core.errors import CarprobeError
+
+
+def blobs(n, d, k, spread, offset=0.0, seed=0, singletons=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d))
+    labels = rng.integers(0, k, size=n)
+    X = centres[labels] + rng.normal(scale=spread, size=(n, d)) + offset
+    labels[:singletons] = k + np.arange(singletons)  # labels of their own
+    return X, labels
+
+
+CASES = [  # n, d, k, spread, offset, singletons, tile/chunk size
+    (400, 8, 6, 1.0, 0.0, 3, 64),        # few large clusters: slice sums
+    (300, 4, 120, 1.0, 0.0, 2, 64),      # many tiny clusters: running sums
+    (600, 16, 30, 0.05, 40.0, 4, 128),   # tight clusters far from the origin
+    (500, 3, 2, 3.0, 0.0, 0, None),      # two overlapping clusters, default chunks
+]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("case", CASES)
+def test_matches_sklearn_samples_and_score(metric, case):
+    n, d, k, spread, offset, singletons, chunk = case
+    X, labels = blobs(n, d, k, spread, offset, singletons=singletons)
+    ours = silhouette_samples(X, labels, metric, chunk_size=chunk)
+    theirs = sk_samples(X, labels, metric=metric)
+    assert ours.shape == (n,) and ours.dtype == np.float64
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+    assert abs(silhouette_score(X, labels, metric, chunk_size=chunk) - sk_score(X, labels, metric=metric)) < 1e-6
+    if singletons:
+        assert np.all(ours[:singletons] == 0.0)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_inputs_torch_float32_strings_and_order(metric):
+    X, labels = blobs(200, 5, 4, 0.8, seed=1)
+    names = np.array(["red", "blue", "green", "gray"])[labels]
+    expected = sk_samples(X.astype(np.float32).astype(np.float64), names, metric=metric)
+    got = silhouette_samples(torch.from_numpy(X.astype(np.float32)), list(names), metric, chunk_size=32)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    perm = np.random.default_rng(0).permutation(200)  # per-sample values follow the rows
+    np.testing.assert_allclose(silhouette_samples(X[perm], names[perm], metric), sk_samples(X, names, metric=metric)[perm],
+                               atol=1e-6)
+
+
+def test_duplicate_and_zero_rows_match_sklearn():
+    X, labels = blobs(120, 4, 3, 0.5, offset=30.0, seed=2)
+    X[5] = X[6]
+    labels[5] = labels[6]
+    X[7] = 0.0  # cosine: a zero row is at distance 1 from everything, as sklearn's normalize
+    for metric in ("cosine", "euclidean"):
+        np.testing.assert_allclose(silhouette_samples(X, labels, metric, chunk_size=16),
+                                   sk_samples(X, labels, metric=metric), atol=1e-6)
+
+
+def test_identical_clusters_give_zero_not_nan():
+    X = np.ones((6, 3))
+    s = silhouette_samples(X, [0, 0, 0, 1, 1, 1], "euclidean")
+    np.testing.assert_array_equal(s, sk_samples(X, [0, 0, 0, 1, 1, 1], metric="euclidean"))
+    assert np.all(s == 0.0)
+
+
+def test_well_separated_clusters_score_near_one():
+    X, labels = blobs(300, 6, 3, 0.01, seed=3)
+    assert silhouette_score(X * 100, labels, "euclidean") > 0.95
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_sampled_estimate_is_exact_per_row_with_a_standard_error(metric):
+    X, labels = blobs(500, 6, 5, 1.5, seed=4)
+    full = sk_samples(X, labels, metric=metric)
+    est = silhouette_estimate(X, labels, metric, sample_size=120, random_state=7)
+    rows = np.sort(np.random.default_rng(7).choice(500, size=120, replace=False))
+    assert est.n_evaluated == 120 and est.n_samples == 500
+    assert abs(est.score - full[rows].mean()) < 1e-9  # each sampled row keeps its exact silhouette
+    assert 0 < est.standard_error < 0.2
+    assert abs(est.score - full.mean()) < 5 * est.standard_error
+    assert silhouette_estimate(X, labels, metric, sample_size=120, random_state=7) == est  # seeded
+    exact = silhouette_estimate(X, labels, metric, sample_size=10_000)
+    assert exact.standard_error == 0.0 and abs(exact.score - full.mean()) < 1e-6
+    assert silhouette_score(X, labels, metric, sample_size=120, random_state=7) == est.score
+
+
+def test_bad_inputs_say_what_is_expected():
+    X, labels = blobs(20, 3, 2, 1.0)
+    with pytest.raises(CarprobeError, match="number of labels is 1 .* valid values are 2 to n_samples - 1"):
+        silhouette_samples(X, np.zeros(20), "cosine")
+    with pytest.raises(CarprobeError, match="number of labels is 20"):
+        silhouette_samples(X, np.arange(20), "euclidean")
+    with pytest.raises(CarprobeError, match="metric='manhattan' is not supported"):
+        silhouette_score(X, labels, "manhattan")
+    with pytest.raises(CarprobeError, match="19 entries but the embeddings have 20 rows"):
+        silhouette_score(X, labels[:19])
+    with pytest.raises(CarprobeError, match="expected a 2-D array"):
+        silhouette_score(X[:, 0], labels)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(CarprobeError, match="1 row\\(s\\) contain NaN"):
+        silhouette_score(bad, labels)
+    with pytest.raises(CarprobeError, match="label\\(s\\) are NaN"):
+        silhouette_score(X, np.where(labels == 0, np.nan, 1.0))
+    with pytest.raises(CarprobeError, match="sample_size=1 is not allowed"):
+        silhouette_estimate(X, labels, sample_size=1)
+    with pytest.raises(CarprobeError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            raise CarprobeError("CUDA is not available (skipped: this machine has CUDA)")
+        silhouette_score(X, labels, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_cuda_matches_sklearn(metric):
+    X, labels = blobs(700, 12, 9, 1.0, singletons=2)
+    np.testing.assert_allclose(silhouette_samples(X, labels, metric, device="cuda"), sk_samples(X, labels, metric=metric),
+                               atol=1e-6)
