@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
@@ -77,3 +78,13 @@ def make_render_set(root: Path, masks: bool = True) -> Path:
     render_set.render_samples(spec, root, render_image, progress=False)
     render_set.finalize(spec, root)
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core runner OpenMP's spinning
+    threads make every conv ~50x slower; restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

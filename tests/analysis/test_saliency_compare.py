@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from saliency_helpers import TinyEmbedder
+from saliency_helpers import TinyEmbedder, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from analysis.saliency import compare, masks, methods, sanity, targets
 from analysis.saliency.store import MapStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from saliency_helpers import TinyEmbedder
+from saliency_helpers import TinyEmbedder, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from analysis.saliency import masks, methods, targets
 from blender_addon.core.errors import CarprobeError
