@@ -13,12 +13,12 @@ comes from one (n x d) @ (d x k) product in float64: O(n d k) time, O(k d) extra
 streamed over row chunks, no n x n matrix.
 
 Euclidean has no such form. The rows are centred and sorted by label, and the upper triangle of
-the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y in one GEMM; each tile counted for both its row and its column block), each tile reduced to
-per-cluster sums by slice sums over the clusters the tile touches. That float32 pass
-only *selects* clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean
-distance is within `_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with
-each cluster centred on its own mean, which is what makes the 1e-6 agreement hold for tight,
-far-off clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of
+the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y in one
+GEMM; each tile counted for both its row and its column block), each tile reduced to per-cluster
+sums by slice sums over the clusters the tile touches. That float32 pass only *selects*
+clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean distance is within
+`_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with each cluster
+centred on its own mean, which is what makes the 1e-6 agreement hold for tight, far-off clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of
 rows exactly against all n points and states the standard error of the mean.
 """
 
