@@ -96,6 +96,8 @@ def format_number(value: Any, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)):
         return f"{int(value):d}"
     if isinstance(value, (float, np.floating)):
+        if math.isinf(float(value)):
+            return "∞" if value > 0 else "−∞"
         if not math.isfinite(float(value)):
             return "–"
         return f"{float(value):.{digits}f}"

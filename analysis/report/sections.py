@@ -60,7 +60,7 @@ EMBEDDING_NAMES = {
     "pi_intra": "π_intra", "pi_inter": "π_inter", "pi_ratio": "π_ratio (density)",
     "density": "π_ratio (density)", "spectral_decay": "ρ (spectral decay)", "rho": "ρ (spectral decay)",
     "spectral_decay_drop1": "ρ without σ₁", "spectral_decay@2": "ρ without σ₁", "rho@2": "ρ without σ₁",
-    "spectral_decay_no_top": "ρ without σ₁",
+    "spectral_decay_no_top": "ρ without σ₁", "rho_drop_largest": "ρ without σ₁",
 }
 RETRIEVAL_NAMES = {"map@r": "MAP@R", "map_at_r": "MAP@R", "mean_average_precision_at_r": "MAP@R",
                    "r_precision": "R-Precision", "r-precision": "R-Precision", "nmi": "NMI",
