@@ -82,12 +82,14 @@ class Preprocess:
         """PIL image → float tensor (3, H, W), picklable for DataLoader workers."""
         from torchvision.transforms import v2
 
-        steps: list[Any] = [v2.PILToTensor()]  # uint8, RGB (the dataset converts to RGB)
+        # Resize and crop the PIL image, as the published pipelines (torchvision v1 on PIL) did,
+        # so pixels match theirs; then uint8 tensor → model input.
+        steps: list[Any] = []
         if self.resize:
             steps.append(v2.Resize(self.resize, antialias=True))
         if self.crop:
             steps.append(v2.CenterCrop(self.crop))
-        steps.append(_ToModelInput(self.scale, self.bgr, self.mean, self.std))
+        steps += [v2.PILToTensor(), _ToModelInput(self.scale, self.bgr, self.mean, self.std)]
         return v2.Compose(steps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,7 +263,7 @@ class EmbeddingModel(nn.Module):
         self.distance = distance
         self.name = name or f"{arch}-{embedding_dim}"
         self.frozen_bn = bool(frozen_bn)
-        self._fingerprint: str | None = None
+        self._weights_digest: str | None = None  # cached hash of the weights (see fingerprint)
         if self.frozen_bn:
             for module in self.batch_norms():
                 for param in module.parameters():
@@ -280,7 +282,7 @@ class EmbeddingModel(nn.Module):
 
     def train(self, mode: bool = True) -> "EmbeddingModel":
         if mode or self.training:
-            self._fingerprint = None  # weights may change (or have changed) while training
+            self._weights_digest = None  # weights may change (or have changed) while training
         super().train(mode)
         if self.frozen_bn:
             # Roth et al.: BN statistics stay those of the pretrained trunk while training.
@@ -289,7 +291,7 @@ class EmbeddingModel(nn.Module):
         return self
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self._fingerprint = None
+        self._weights_digest = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def config(self) -> dict[str, Any]:
@@ -298,16 +300,18 @@ class EmbeddingModel(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the config and every weight's name, dtype, shape and bytes (cached; reset
-        by train() and load_state_dict())."""
-        if self._fingerprint is None:
-            digest = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
+        """sha256 of the config (arch, dim, normalize, distance, preprocess) and every weight's
+        name, dtype, shape and bytes. The weights part is hashed once and cached (reset by
+        train() and load_state_dict()); the config part always reflects the current values."""
+        if self._weights_digest is None:
+            digest = hashlib.sha256()
             for key, tensor in sorted(self.state_dict().items()):
                 tensor = tensor.detach().to("cpu").contiguous()
                 digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
                 digest.update(_tensor_bytes(tensor))
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
+            self._weights_digest = digest.hexdigest()
+        config = json.dumps(self.config(), sort_keys=True)
+        return hashlib.sha256(f"{config}|{self._weights_digest}".encode()).hexdigest()
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, dim={self.embedding_dim}, normalize={self.normalize}, "
@@ -438,7 +442,8 @@ def build_model(arch: str = "resnet50", dim: int | None = 128, normalize: bool =
         preprocess = PRESETS["bninception"] if arch == "bninception" else PRESETS["imagenet"]
     model = EmbeddingModel(trunk, head, arch=arch, embedding_dim=dim or features,
                            preprocess=preprocess_from(preprocess), normalize=normalize,
-                           distance=distance or ("cosine" if normalize else "euclidean"), name=name)
+                           distance=distance or ("cosine" if normalize else "euclidean"), name=name,
+                           frozen_bn=frozen_bn)
     full = None
     if weights is not None:
         state = _read_state_dict(Path(weights), "weights")
@@ -461,12 +466,6 @@ def build_model(arch: str = "resnet50", dim: int | None = 128, normalize: bool =
             _load_into(model, full, str(weights))
         except RuntimeError as exc:
             raise CarprobeError(f"{weights}: weights do not fit {arch} with dim {dim} ({exc})") from None
-    if frozen_bn:
-        model.frozen_bn = True
-        for module in model.batch_norms():
-            for param in module.parameters():
-                param.requires_grad_(False)
-        model.train(model.training)
     return model
 
 
@@ -515,16 +514,11 @@ def _from_checkpoint(data: dict, path: Path) -> EmbeddingModel:
         raise CarprobeError(f"{path}: carprobe checkpoint lacks field(s) {', '.join(missing)}")
     model = build_model(data["arch"], dim=data["dim"], normalize=data["normalize"], random_init=True,
                         distance=data["distance"], preprocess=data["preprocess"],
-                        name=data.get("name") or path.stem)
+                        name=data.get("name") or path.stem, frozen_bn=bool(data.get("frozen_bn")))
     try:
         _load_into(model, data["state_dict"], str(path))
     except RuntimeError as exc:
         raise CarprobeError(f"{path}: state_dict does not fit {data['arch']} dim {data['dim']} ({exc})") from None
-    if data.get("frozen_bn"):
-        model.frozen_bn = True
-        for module in model.batch_norms():
-            for param in module.parameters():
-                param.requires_grad_(False)
     model.extra = data.get("extra") or {}
     return model.eval()
 
@@ -706,7 +700,6 @@ def load_model(ref: "str | Path | EmbeddingModel", random_init: bool = False,
                 raise CarprobeError(f"model file {path}: unknown format; {REFS_HELP}")
     if preprocess is not None:
         model.preprocess = preprocess_from(preprocess)
-        model._fingerprint = None
     if device is not None:
         model = model.to(resolve_device(device))
     return model.eval()

@@ -76,6 +76,20 @@ def test_preprocess_transform_scale_bgr_mean_std():
     assert torch.allclose(bgr[:, 100, 100], torch.tensor([0 - 104.0, 128 - 117.0, 255 - 128.0]), atol=1e-3)
 
 
+def test_reality_check_preprocess_matches_the_published_pipeline():
+    """Resize 256 → CenterCrop 227 → ToTensor → ×255 → RGB→BGR → −mean (torchvision v1, on PIL)."""
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8))
+    published = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(227), transforms.ToTensor(),
+        transforms.Lambda(lambda x: x[[2, 1, 0]] * 255),
+        transforms.Normalize([104, 117, 128], [1, 1, 1])])
+    ours = models.PRESETS["reality-check"].transform()(image)
+    assert torch.allclose(ours, published(image), atol=1e-3)
+
+
 def test_preprocess_round_trip_and_validation():
     p = Preprocess(resize=300, crop=227, mean=(104, 117, 128), std=(1, 1, 1), bgr=True, scale=255)
     assert Preprocess.from_dict(json.loads(json.dumps(p.to_dict()))) == p
@@ -96,9 +110,12 @@ def test_fingerprint_stable_and_sensitive(tiny):
     twin.eval()
     with torch.no_grad():
         twin.head.bias.add_(1e-3)
-    twin.train()  # training resets the cached fingerprint
+    twin.train()  # training resets the cached weights hash
     twin.eval()
-    assert twin.fingerprint != first
+    changed = twin.fingerprint
+    assert changed != first
+    twin.normalize = False  # config changes count even after the weights were hashed
+    assert twin.fingerprint != changed
     other_prep = build_model("resnet18", dim=16, random_init=True, preprocess={"resize": 32, "crop": 28})
     other_prep.load_state_dict(tiny.state_dict())
     assert other_prep.fingerprint != first
