@@ -119,6 +119,10 @@ def image_folder(path: str | Path) -> tuple[list[Path], list[int], list[str]]:
     classes = _class_dirs(root)
     if [c.name for c in classes] == ["images"] and _class_dirs(root / "images"):
         classes = _class_dirs(root / "images")  # CUB_200_2011/images/001.Black_footed_Albatross/…
+    splits = {"train", "test", "val", "valid", "validation"}
+    if classes and {c.name.lower() for c in classes} <= splits and all(_class_dirs(c) for c in classes):
+        raise CarprobeError(f"image folder {root}: holds split folders ({', '.join(c.name for c in classes)}), "
+                            f"not classes; pass one split, e.g. {classes[0]}")
     if not classes:
         raise CarprobeError(f"image folder {root}: no class sub-folders with images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); expected <folder>/<class>/<image>")

@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="auto")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (after one warm-up)")
     parser.add_argument("--images-dir", type=Path, default=None, help="use (and fill) this folder instead of a temp dir")
     args = parser.parse_args(argv)
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     from analysis.embed import auto_workers, embed_paths
     from analysis.models import build_model, resolve_device
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     workers = auto_workers(args.images, args.batch_size) if args.workers == "auto" else int(args.workers)
     torch.manual_seed(0)

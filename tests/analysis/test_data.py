@@ -86,6 +86,11 @@ def test_image_folder_layouts(tmp_path):
     (tmp_path / "CUB_200_2011" / "classes.txt").write_text("1 001.Black_footed_Albatross\n")
     paths, labels, classes = image_folder(tmp_path / "CUB_200_2011")
     assert classes == ["001.Black_footed_Albatross", "002.Laysan_Albatross"] and labels == [0, 1]
+    _png(tmp_path / "split" / "train" / "c1" / "a.png")
+    _png(tmp_path / "split" / "test" / "c2" / "b.png")
+    with pytest.raises(CarprobeError, match="split folders.*pass one split"):
+        image_folder(tmp_path / "split")
+    assert image_folder(tmp_path / "split" / "train")[2] == ["c1"]
     with pytest.raises(CarprobeError, match="no class sub-folders"):
         image_folder(tmp_path / "plain" / "empty")
     with pytest.raises(CarprobeError, match="not a folder"):
