@@ -253,9 +253,6 @@ def test_rerender_without_the_render_set_leaves_out_the_image_sections(report_ru
     found = sections_of(out.read_text(encoding="utf-8"))
     assert "samples" not in found and "tsne" not in found
     assert {"overview", "silhouettes", "retrieval", "tables"} <= set(found)
-    # pointing at the set again brings them back
-    found = sections_of(write_report(copy / "report.html", report_run["set"], copy).read_text(encoding="utf-8"))
-    assert "samples" in found and "tsne" in found
 
 
 # --- user errors -----------------------------------------------------------------------
