@@ -17,6 +17,7 @@ same spec renders the same images; on CPU with several threads Cycles is bit-exa
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import struct
@@ -106,6 +107,26 @@ def _read_mask(out_dir: str, width: int, height: int) -> list[bytes]:
     return [r.tobytes() for r in ids]
 
 
+@contextlib.contextmanager
+def _only_carprobe_objects(scene):
+    """Hide every object outside the `carprobe` collection from the render, restoring it after.
+
+    A dataset image shows exactly what its row says: the startup file's default cube and point
+    light (every headless render starts from it) or the user's own objects in the GUI must not
+    appear in it or light it. They stay in the file, as they were.
+    """
+    coll = bpy.data.collections.get(scene_mod.COLLECTION)
+    ours = set(coll.all_objects) if coll is not None else set()
+    hidden = [obj for obj in scene.objects if obj not in ours and not obj.hide_render]
+    for obj in hidden:
+        obj.hide_render = True
+    try:
+        yield
+    finally:
+        for obj in hidden:
+            obj.hide_render = False
+
+
 def make_image_renderer(spec) -> Callable[[dict, str, str | None], None]:
     """render_image(row, image_path, mask_path_or_None): apply the row, render, write files."""
     mask_dir = tempfile.mkdtemp(prefix="carprobe-mask-")
@@ -122,22 +143,23 @@ def make_image_renderer(spec) -> Callable[[dict, str, str | None], None]:
         r.use_compositing = want_mask
         r.filepath = str(image_path)
         r.use_file_extension = False  # the loop hands us exact (temporary) file names
-        if want_mask and not cycles:  # EEVEE/Workbench have no index pass: a 1-sample Cycles pass
-            engine, samples = r.engine, scene.cycles.samples
-            r.engine, scene.cycles.samples = "CYCLES", 1
-            try:
-                bpy.ops.render.render(write_still=False)
-            finally:
-                r.engine, scene.cycles.samples = engine, samples
-            tree = scene.node_tree
-            for n in tree.nodes:
-                if n.get(_MASK_TAG) and n.type == "OUTPUT_FILE":
-                    n.mute = True
-            mask_rows = _read_mask(mask_dir, w, h)
-            bpy.ops.render.render(write_still=True)
-        else:
-            bpy.ops.render.render(write_still=True)
-            mask_rows = _read_mask(mask_dir, w, h) if want_mask else None
+        with _only_carprobe_objects(scene):
+            if want_mask and not cycles:  # EEVEE/Workbench have no index pass: a 1-sample Cycles pass
+                engine, samples = r.engine, scene.cycles.samples
+                r.engine, scene.cycles.samples = "CYCLES", 1
+                try:
+                    bpy.ops.render.render(write_still=False)
+                finally:
+                    r.engine, scene.cycles.samples = engine, samples
+                tree = scene.node_tree
+                for n in tree.nodes:
+                    if n.get(_MASK_TAG) and n.type == "OUTPUT_FILE":
+                        n.mute = True
+                mask_rows = _read_mask(mask_dir, w, h)
+                bpy.ops.render.render(write_still=True)
+            else:
+                bpy.ops.render.render(write_still=True)
+                mask_rows = _read_mask(mask_dir, w, h) if want_mask else None
         if not Path(image_path).is_file():
             raise CarprobeError(f"render: Blender wrote no image to {image_path}")
         if mask_rows is not None:

@@ -308,3 +308,51 @@ def test_same_row_renders_the_same_image(fresh, tmp_path):
     img = bpy.data.images.load(str(tmp_path / "img2.png"))
     assert list(img.pixels) != pixels[0]  # the seed really drives the noise
     bpy.data.images.remove(img)
+
+
+def test_every_body_renders_in_its_paint_colour_in_the_startup_scene(tmp_path):
+    """Side views of every body type, rendered from Blender's startup file (default cube and
+    point light, as every headless render starts) in a saturated green on a flat magenta
+    background: nearly all body pixels are paint-green, and every background pixel is the
+    background colour (nothing outside carprobe's collection is rendered)."""
+    import colorsys
+
+    import numpy as np
+
+    bpy.ops.wm.read_factory_settings()  # not empty: Cube, Light, Camera
+    assert "Cube" in bpy.context.scene.objects
+    try:
+        bodies = list(core_cars.BODY_TYPES)
+        spec = make_spec(render={"masks": True, "width": 96, "height": 48}, car__body={"values": bodies},
+                         paint__color="rgb(0.05, 0.6, 0.05)", paint__metallic=0.0, paint__coat=0.0, paint__roughness=0.8,
+                         lighting__kind="studio", camera__azimuth=90.0, camera__elevation=5.0,
+                         camera__distance=9.0, background__kind="color", background__color="rgb(0.5, 0.0, 0.5)",
+                         background__ground=False)
+        out = tmp_path / "set"
+        render_spec(spec, out, progress=False)
+        assert not bpy.data.objects["Cube"].hide_render  # left as it was
+        with open(out / "metadata.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [r["car.body"] for r in rows] == bodies
+        body_id, bg_id = MASK_PARTS.index("body"), MASK_PARTS.index("background")
+        for r in rows:
+            w, h, raw = read_png_gray(out / r["mask_file"])
+            ids = np.frombuffer(raw, dtype=np.uint8).reshape(h, w)
+            img = bpy.data.images.load(str(out / r["file_name"]))
+            rgb = np.array(img.pixels[:], dtype=np.float32).reshape(h, w, 4)[::-1, :, :3]  # top row first
+            bpy.data.images.remove(img)
+            # Pixels whose 3x3 neighbourhood is one part (the image is filtered, the mask is not).
+            pad = np.pad(ids, 1, mode="edge")
+            same = np.all([pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] == ids
+                           for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+            body = rgb[same & (ids == body_id)]
+            assert len(body) > 0.08 * w * h, (r["car.body"], len(body))
+            hsv = np.array([colorsys.rgb_to_hsv(*p) for p in body])
+            green = (np.abs(hsv[:, 0] - 1 / 3) < 0.08) & (hsv[:, 1] > 0.4)
+            assert green.mean() > 0.95, (r["car.body"], green.mean())
+            background = rgb[same & (ids == bg_id)]
+            off = np.abs(background - rgb[0, 0]).max(axis=1) > 0.03
+            assert rgb[0, 0][1] < 0.05 < rgb[0, 0][0] and not off.any(), (r["car.body"], int(off.sum()))
+    finally:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+
