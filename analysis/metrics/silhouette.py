@@ -18,8 +18,9 @@ GEMM; each tile counted for both its row and its column block), each tile reduce
 sums by slice sums over the clusters the tile touches. That float32 pass only *selects*
 clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean distance is within
 `_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with each cluster
-centred on its own mean, which is what makes the 1e-6 agreement hold for tight, far-off clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of
-rows exactly against all n points and states the standard error of the mean.
+centred on its own mean, which is what makes the 1e-6 agreement hold for tight, far-off
+clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of rows
+exactly against all n points and states the standard error of the mean.
 """
 
 from __future__ import annotations
