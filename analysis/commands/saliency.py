@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="models to explain: carprobe checkpoints, TorchScript files, reality-check "
                              "folders or torchvision:<arch>[:dim]")
     parser.add_argument("--names", nargs="+", default=None, help="display names, one per model")
-    parser.add_argument("--method", default="ig", help=f"attribution method: {', '.join(METHOD_CHOICES)}")
+    parser.add_argument("--method", default="ig",
+                        help=f"attribution method: {', '.join(METHOD_CHOICES)} (kobs2021: Kobs et al.'s noisy-"
+                             "gradient recipe; its paper target is --target baseline, the default)")
     parser.add_argument("--target", default="baseline",
                         help="explained scalar: reference (cosine to another image of the same car), centroid "
                              "(cosine to the car's centroid), baseline (distance to a black image's embedding, "
@@ -44,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noisy samples for smoothgrad/gradshap/kobs2021 (defaults 25/16/50)")
     parser.add_argument("--layer", default=None, help="gradcam layer name (default: the last conv block)")
     parser.add_argument("--top-k", type=float, default=0.1, help="fraction of pixels for the top-k IoU")
+    parser.add_argument("--ci", choices=("t", "bootstrap"), default="t",
+                        help="95%% interval over images: Student t (on Fisher z for correlations) or bootstrap")
     parser.add_argument("--masks", choices=("auto", "on", "off"), default="auto",
                         help="mask shares: auto (when the set has masks), on (required), off")
     parser.add_argument("--sanity-images", type=int, default=4,
@@ -259,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         written.append(file_name)
 
     if len(models) >= 2:
-        summary, per_image = compare.compare_models(maps, k=args.top_k, indices=indices)
+        summary, per_image = compare.compare_models(maps, k=args.top_k, ci_method=args.ci, indices=indices)
         write_csv(summary, "saliency_compare.csv")
         write_csv(per_image, "saliency_compare_per_image.csv")
         mats = {}
