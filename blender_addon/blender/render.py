@@ -127,8 +127,12 @@ def _only_carprobe_objects(scene):
             obj.hide_render = False
 
 
-def make_image_renderer(spec) -> Callable[[dict, str, str | None], None]:
-    """render_image(row, image_path, mask_path_or_None): apply the row, render, write files."""
+def make_image_renderer(spec, threads: int | None = None) -> Callable[[dict, str, str | None], None]:
+    """render_image(row, image_path, mask_path_or_None): apply the row, render, write files.
+
+    threads: a fixed number of render threads (one of several worker processes); None leaves
+    the scene's setting (AUTO: every core, unless the user chose otherwise).
+    """
     mask_dir = tempfile.mkdtemp(prefix="carprobe-mask-")
     atexit.register(shutil.rmtree, mask_dir, True)
 
@@ -136,6 +140,9 @@ def make_image_renderer(spec) -> Callable[[dict, str, str | None], None]:
         scene = bpy.context.scene
         scene_mod.apply_row(row, spec, scene)
         r = scene.render
+        if threads is not None:
+            r.threads_mode = "FIXED"
+            r.threads = threads
         w, h = r.resolution_x, r.resolution_y
         want_mask = mask_path is not None
         cycles = r.engine == "CYCLES"
@@ -167,13 +174,14 @@ def make_image_renderer(spec) -> Callable[[dict, str, str | None], None]:
     return render_image
 
 
-def render_spec(spec, out_dir, indices=None, progress=True, **kwargs):
+def render_spec(spec, out_dir, indices=None, progress=True, threads: int | None = None, **kwargs):
     """Render `spec` (all samples, or `indices`) into the render set `out_dir`.
 
     The glue every entry point calls: core.render_set.render_samples with this renderer.
-    Extra keyword arguments (shard, finalize, progress_stream …) pass through.
+    threads: fixed render threads (see make_image_renderer). Extra keyword arguments (shard,
+    finalize, progress_stream …) pass through.
     """
     from ..core import render_set
     kwargs.setdefault("blender_version", bpy.app.version_string)
-    return render_set.render_samples(spec, out_dir, make_image_renderer(spec), indices=indices,
+    return render_set.render_samples(spec, out_dir, make_image_renderer(spec, threads), indices=indices,
                                      progress=progress, **kwargs)

@@ -9,6 +9,8 @@ journals, forwards Ctrl-C (workers finish their current image's bookkeeping and 
 rebuilds metadata.csv and dataset.json. Worker output goes to DIR/.carprobe/logs/worker-W.log.
 Under the bpy wheel a worker is ``python -m blender_addon.commands.render ... --worker-slice W/N``;
 inside Blender it is ``blender -b --factory-startup --python-expr ...`` with the same arguments.
+Each worker gets ``--threads`` = usable cores // N (Cycles would otherwise start one thread per
+core in every worker and oversubscribe the CPU); a single process uses every core.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", help="render shard K of N (K is 1-based, e.g. 3/8); default from "
                         "SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX + CARPROBE_SHARD_COUNT")
     parser.add_argument("--workers", type=int, default=1, help="Blender processes to run in parallel")
+    parser.add_argument("--threads", type=int, help="Cycles threads per Blender process (default: every "
+                        "usable core; with --workers N, usable cores // N)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     parser.add_argument("--worker-slice", help=argparse.SUPPRESS)  # internal: W/N of a parent's workers
 
@@ -52,9 +56,25 @@ def planned_indices(total: int, limit: int | None, shard: tuple[int, int] | None
     return list(shard_indices(count, *shard)) if shard else list(range(count))
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a SLURM or container CPU set, not the whole machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity on macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(workers: int, threads: int | None = None) -> int:
+    """Cycles threads of each of `workers` processes: `threads` if given, else a fair share."""
+    return threads if threads else max(1, usable_cores() // workers)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise CarprobeError(f"--workers {args.workers}: must be at least 1")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise CarprobeError(f"--threads {threads}: must be at least 1 (leave it out to use every core)")
     spec = load_spec(args.spec)
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
     indices = planned_indices(sample_count(spec), args.limit, shard)
@@ -62,16 +82,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.worker_slice:
         worker, count = parse_shard(args.worker_slice)
-        return _render_here(spec, out, indices[worker - 1::count], progress=False, shard=shard, quiet=True)
+        return _render_here(spec, out, indices[worker - 1::count], progress=False, shard=shard, quiet=True,
+                            threads=threads)
     if args.workers == 1 or len(indices) <= 1:
-        return _render_here(spec, out, indices, progress=not args.no_progress, shard=shard)
+        return _render_here(spec, out, indices, progress=not args.no_progress, shard=shard, threads=threads)
     return _render_with_workers(args, spec, out, indices, shard, min(args.workers, len(indices)))
 
 
-def _render_here(spec, out: Path, indices: list[int], progress: bool, shard, quiet: bool = False) -> int:
+def _render_here(spec, out: Path, indices: list[int], progress: bool, shard, quiet: bool = False,
+                 threads: int | None = None) -> int:
     from ..blender.render import render_spec  # bpy only here
 
-    result = render_spec(spec, out, indices, progress, shard=shard)
+    result = render_spec(spec, out, indices, progress, shard=shard, threads=threads)
     if not quiet:
         print(f"{out}: {result.complete}/{result.total} images complete ({result.rendered} rendered now, "
               f"{result.skipped} already there)")
@@ -86,6 +108,8 @@ def worker_command(args: argparse.Namespace, worker: int, count: int) -> list[st
         argv += ["--limit", str(args.limit)]
     if args.shard:
         argv += ["--shard", args.shard]
+    if getattr(args, "threads", None):
+        argv += ["--threads", str(args.threads)]
     blender = _blender_binary()
     if blender is None:  # the bpy wheel (or a plain Python that has it)
         return [sys.executable, "-m", "blender_addon.commands.render", *argv]
@@ -111,7 +135,8 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
     for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
         env.pop(name, None)  # the parent already resolved the shard; workers get it as --shard
     shard_arg = f"{shard[0]}/{shard[1]}" if shard else None
-    worker_args = argparse.Namespace(spec=args.spec, out=args.out, limit=args.limit, shard=shard_arg)
+    worker_args = argparse.Namespace(spec=args.spec, out=args.out, limit=args.limit, shard=shard_arg,
+                                     threads=worker_threads(count, getattr(args, "threads", None)))
 
     workers = []
     for w in range(1, count + 1):

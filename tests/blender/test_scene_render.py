@@ -356,3 +356,11 @@ def test_every_body_renders_in_its_paint_colour_in_the_startup_scene(tmp_path):
     finally:
         bpy.ops.wm.read_factory_settings(use_empty=True)
 
+
+def test_render_threads_reach_the_scene(fresh, tmp_path):
+    spec = make_spec()
+    render_spec(spec, tmp_path / "fixed", progress=False, threads=1)  # what a worker process runs
+    assert (fresh.render.threads_mode, fresh.render.threads) == ("FIXED", 1)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    make_image_renderer(spec)(sample_row(spec, 0), tmp_path / "auto.png", None)  # a single process
+    assert bpy.context.scene.render.threads_mode == "AUTO"

@@ -76,3 +76,47 @@ def test_worker_command_under_the_bpy_wheel_is_python_dash_m(tmp_path):
     assert command[command.index("--worker-slice") + 1] == "1/3"
     assert command[command.index("--limit") + 1] == "5" and command[command.index("--shard") + 1] == "2/4"
     assert Path(command[3]).is_absolute()
+
+
+class _FinishedProcess:
+    """A worker process that has already exited successfully (subprocess.Popen stand-in)."""
+
+    returncode = 0
+
+    def poll(self):
+        return 0
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def test_workers_share_the_cores_and_each_fixes_its_thread_count(tmp_path, monkeypatch):
+    commands = []
+
+    def popen(cmd, **kwargs):
+        commands.append(cmd)
+        return _FinishedProcess()
+
+    monkeypatch.setattr(render_command.subprocess, "Popen", popen)
+    monkeypatch.setattr(render_command, "usable_cores", lambda: 16)
+    spec_path = write_spec(tmp_path)
+    assert cli.main(["render", str(spec_path), "--out", str(tmp_path / "out"), "--workers", "3",
+                     "--no-progress"]) == 0
+    assert len(commands) == 3
+    assert all(cmd[cmd.index("--threads") + 1] == "5" for cmd in commands)  # 16 // 3
+    commands.clear()
+    assert cli.main(["render", str(spec_path), "--out", str(tmp_path / "out"), "--workers", "2",
+                     "--threads", "3", "--no-progress"]) == 0
+    assert [cmd[cmd.index("--threads") + 1] for cmd in commands] == ["3", "3"]  # explicit wins
+    assert render_command.worker_threads(32) == 1  # never zero threads
+
+
+def test_the_worker_and_a_single_process_pass_their_thread_count_to_the_renderer(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(render_command, "_render_here", lambda *a, **kw: calls.append(kw["threads"]) or 0)
+    spec_path = write_spec(tmp_path)
+    out = str(tmp_path / "out")
+    assert cli.main(["render", str(spec_path), "--out", out, "--worker-slice", "1/2", "--threads", "4"]) == 0
+    assert cli.main(["render", str(spec_path), "--out", out]) == 0
+    assert calls == [4, None]  # a single process leaves Cycles on AUTO
+    assert cli.main(["render", str(spec_path), "--out", out, "--threads", "0"]) == 2
