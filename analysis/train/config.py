@@ -1,12 +1,14 @@
 """Every setting of a training run in one dataclass, written as ``config.json`` next to the run.
 
-The defaults are the fair setup of Roth et al. (ICML 2020): ResNet-50 with frozen BatchNorm,
+The defaults are the fair setup of Roth et al. (ICML 2020): ResNet-50 with frozen BatchNorm
+(when it starts from ImageNet weights, as theirs did),
 a 128-d L2-normalised embedding, class-balanced batches of 112 images with 2 per class, the
 first half of the sorted class names for training and the second half for testing (zero-shot),
 Adam with lr 1e-5 and weight decay 4e-4, RandomResizedCrop + flip for training and
 Resize + CenterCrop for testing, seed 0. Only what a loss needs on top (its hyper-parameters,
 the learning rate of its own parameters) comes from the loss table in ``losses.py`` and is
-filled in by :meth:`TrainConfig.resolved`, so the written file records what actually ran.
+filled in by :meth:`TrainConfig.resolved` (as is frozen_bn), so the written file records what
+actually ran.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ class TrainConfig:
     # --- model --------------------------------------------------------------------------
     arch: str = "resnet50"              # trunk: resnet18/34/50/101 or bninception
     dim: int = 128                      # embedding size (linear head on the pooled features)
-    frozen_bn: bool = True              # BatchNorm in eval mode and not trained (Roth et al.)
     weights: str | None = None          # local ImageNet (trunk) or carprobe state-dict file;
                                         # None: the trunk starts from random weights
+    frozen_bn: bool | None = None       # BatchNorm in eval mode and not trained (Roth et al.);
+                                        # None: frozen with pretrained weights, trained from
+                                        # scratch (random BN statistics mean nothing)
     image_size: int = 224               # crop side; test images are resized to 256/224 of it
     # --- optimisation -------------------------------------------------------------------
     epochs: int = 40
@@ -94,6 +98,8 @@ class TrainConfig:
         for name in ("head_lr", "loss_lr"):
             value = getattr(self, name)
             need(value is None or (isinstance(value, (int, float)) and value >= 0), name, "null or a number >= 0")
+        need(self.weights is None or Path(self.weights).is_file(), "weights",
+             "a local weights file that exists (carprobe never downloads)")
         need(self.eval_train_images is None or self.eval_train_images >= 2, "eval_train_images", "null or >= 2")
         need(isinstance(self.workers, int) and self.workers >= 0, "workers", "an integer >= 0")
         need(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
@@ -119,6 +125,7 @@ class TrainConfig:
             self, loss_params={**spec.params, **self.loss_params},
             miner_params={**spec.miner_params, **self.miner_params},
             loss_lr=spec.loss_lr if self.loss_lr is None else self.loss_lr,
+            frozen_bn=self.weights is not None if self.frozen_bn is None else self.frozen_bn,
             lr_milestones=list(self.lr_milestones))
 
     def to_dict(self) -> dict[str, Any]:
