@@ -32,6 +32,7 @@ import re
 import shutil
 import socket
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,79 @@ def prepare_folder(spec: Spec, root: Path) -> None:
 
 # --- the render loop -------------------------------------------------------------------
 
+class RenderLoop:
+    """The one render loop, one image per ``step()``: what `render_samples` runs to the end and
+    the GUI's stepped job (ui.render_job) runs between Blender events.
+
+    Creating a loop validates the indices, prepares the folder (a different spec's render set is
+    refused) and reads the journals once: ``pending`` holds the wanted indices not complete yet,
+    in order; ``skipped`` counts the others. See `render_samples` for the arguments.
+    """
+
+    def __init__(self, spec: Spec, out_dir: str | Path, render_image: RenderImage,
+                 indices: Iterable[int] | None = None, progress: bool = True, *,
+                 blender_version: str | None = None, shard: tuple[int, int] | None = None,
+                 finalize: bool = True, progress_stream=None):
+        self.spec, self.root, self.render_image = spec, Path(out_dir), render_image
+        self.blender_version, self.shard, self.finalize = blender_version, shard, finalize
+        self.total = sample_count(spec)
+        wanted = list(dict.fromkeys(range(self.total) if indices is None else indices))
+        bad = [i for i in wanted if not isinstance(i, int) or not 0 <= i < self.total]
+        if bad:
+            raise CarprobeError(f"sample indices {bad[:5]} out of range: spec {spec.name!r} has {self.total} "
+                                f"samples (0..{self.total - 1})")
+        try:
+            prepare_folder(spec, self.root)
+            remove_stray_temp_files(self.root, wanted)
+        except OSError as exc:
+            _raise_disk_full(exc, self.root, 0)
+            raise
+        done = completed_indices(self.root)
+        self.pending: deque[int] = deque(i for i in wanted if i not in done)
+        self.skipped = len(wanted) - len(self.pending)
+        self.rendered = 0
+        self._done_before = len(done)
+        self._bar = Progress(len(wanted), label=f"render {spec.name}", enabled=progress, stream=progress_stream)
+        self._bar.set(self.skipped)
+        self._journal = Journal(self.root)
+
+    def step(self) -> int:
+        """Render the first pending index and journal it; returns it. On an error it stays pending
+        (completed images are kept) and a full disk becomes a CarprobeError."""
+        index = self.pending[0]
+        try:
+            _render_one(self.root, sample_row(self.spec, index), self.render_image, self._journal)
+        except OSError as exc:
+            _raise_disk_full(exc, self.root, self._done_before + self.rendered)
+            raise
+        self.pending.popleft()
+        self.rendered += 1
+        self._bar.update()
+        return index
+
+    def stop(self) -> None:
+        """After an error or interruption: close the journal, and rewrite the index files of what
+        is complete when the loop finalizes (an OSError there keeps the previous files)."""
+        self._journal.close()
+        self._bar.close()
+        if self.finalize:
+            try:
+                write_index_files(self.spec, self.root, blender_version=self.blender_version, shard=self.shard)
+            except OSError:
+                pass  # e.g. still no space: the previous index files stay intact (atomic writes)
+
+    def finish(self) -> RenderResult:
+        """Close the journal; rewrite the index files when the loop finalizes."""
+        self._journal.close()
+        self._bar.close()
+        if self.finalize:
+            complete = write_index_files(self.spec, self.root, blender_version=self.blender_version,
+                                         shard=self.shard)
+        else:
+            complete = len(completed_indices(self.root))
+        return RenderResult(rendered=self.rendered, skipped=self.skipped, complete=complete, total=self.total)
+
+
 def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
                    indices: Iterable[int] | None = None, progress: bool = True, *,
                    blender_version: str | None = None, shard: tuple[int, int] | None = None,
@@ -282,49 +356,15 @@ def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
     end and whenever the loop stops early (finalize=False leaves that to the caller, e.g. a
     parent process of several workers). Disk full raises CarprobeError; completed work is kept.
     """
-    root = Path(out_dir)
-    total = sample_count(spec)
-    wanted = list(dict.fromkeys(range(total) if indices is None else indices))
-    bad = [i for i in wanted if not isinstance(i, int) or not 0 <= i < total]
-    if bad:
-        raise CarprobeError(f"sample indices {bad[:5]} out of range: spec {spec.name!r} has {total} "
-                            f"samples (0..{total - 1})")
+    loop = RenderLoop(spec, out_dir, render_image, indices, progress, blender_version=blender_version,
+                      shard=shard, finalize=finalize, progress_stream=progress_stream)
     try:
-        prepare_folder(spec, root)
-        remove_stray_temp_files(root, wanted)
-    except OSError as exc:
-        _raise_disk_full(exc, root, 0)
-        raise
-    done = completed_indices(root)
-    todo = [i for i in wanted if i not in done]
-    bar = Progress(len(wanted), label=f"render {spec.name}", enabled=progress, stream=progress_stream)
-    bar.set(len(wanted) - len(todo))
-    journal = Journal(root)
-    rendered = 0
-    try:
-        try:
-            for index in todo:
-                _render_one(root, sample_row(spec, index), render_image, journal)
-                rendered += 1
-                bar.update()
-        except OSError as exc:
-            _raise_disk_full(exc, root, len(done) + rendered)
-            raise
+        while loop.pending:
+            loop.step()
     except BaseException:
-        journal.close()
-        bar.close()
-        if finalize:
-            try:
-                write_index_files(spec, root, blender_version=blender_version, shard=shard)
-            except OSError:
-                pass  # e.g. still no space: the previous index files stay intact (atomic writes)
+        loop.stop()
         raise
-    journal.close()
-    bar.close()
-    complete = len(completed_indices(root))
-    if finalize:
-        complete = write_index_files(spec, root, blender_version=blender_version, shard=shard)
-    return RenderResult(rendered=rendered, skipped=len(wanted) - len(todo), complete=complete, total=total)
+    return loop.finish()
 
 
 def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, journal: Journal) -> None:

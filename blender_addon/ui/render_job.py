@@ -1,16 +1,17 @@
 """A dataset render cut into steps, for the GUI's modal operator; bpy-free.
 
-There is one render loop, ``core.render_set.render_samples``; a job calls it with one index at
-a time (``finalize=False``) so the operator can return to Blender's event loop (progress, Esc)
-between images, and rewrites the index files (metadata.csv, dataset.json) once in ``close()``.
-Resume, atomic writes and the journal stay the loop's business.
+There is one render loop, ``core.render_set.RenderLoop`` (what ``render_samples`` runs to the
+end); a job holds one loop (``finalize=False``) and steps it an image at a time so the operator
+can return to Blender's event loop (progress, Esc) between images, and rewrites the index files
+(metadata.csv, dataset.json) once in ``close()``. The journals are read once, when the job is
+created, so a whole job costs linear time in its size. Resume, atomic writes and the journal
+stay the loop's business.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -29,14 +30,13 @@ class RenderJob:
                  blender_version: str | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
-        self.render_image = render_image
         self.blender_version = blender_version
         wanted = list(range(sample_count(spec)) if indices is None else indices)
-        render_set.prepare_folder(spec, self.out_dir)
-        complete = render_set.completed_indices(self.out_dir)
-        self.pending = deque(i for i in wanted if i not in complete)
-        self.total = len(wanted)
-        self.skipped = self.total - len(self.pending)
+        self._loop = render_set.RenderLoop(spec, self.out_dir, render_image, wanted, progress=False,
+                                           blender_version=blender_version, finalize=False)
+        self.pending = self._loop.pending  # the loop's queue: the failing index stays first
+        self.skipped = self._loop.skipped
+        self.total = self.skipped + len(self.pending)
         self.rendered = 0
         self.cancelled = False
         self.closed = False
@@ -62,10 +62,7 @@ class RenderJob:
         """
         start = clock()
         while self.pending and not self.cancelled:
-            index = self.pending[0]
-            render_set.render_samples(self.spec, self.out_dir, self.render_image, [index], progress=False,
-                                      blender_version=self.blender_version, finalize=False)
-            self.pending.popleft()
+            self._loop.step()
             self.rendered += 1
             if clock() - start >= budget_s:
                 break
@@ -77,6 +74,7 @@ class RenderJob:
     def close(self) -> int:
         """Rewrite metadata.csv and dataset.json from the complete images; returns their count."""
         self.closed = True
+        self._loop.finish()  # closes this process's journal (finalize=False: no index files)
         return render_set.write_index_files(self.spec, self.out_dir, blender_version=self.blender_version)
 
     def run(self) -> int:

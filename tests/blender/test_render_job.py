@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 
 import pytest
 
+from blender_addon.core import render_set
 from blender_addon.core.errors import CarprobeError
 from blender_addon.core.render_set import read_render_set
 from blender_addon.core.spec import parse_spec
@@ -96,3 +98,19 @@ def test_a_folder_of_another_spec_is_refused(tmp_path):
     other = dict(SPEC, camera={"azimuth": {"values": [0, 45]}})
     with pytest.raises(CarprobeError, match="different spec"):
         RenderJob(parse_spec(other), out, FakeRenderer())
+
+
+def test_a_job_reads_the_journals_when_created_not_per_image(tmp_path, monkeypatch):
+    spec = parse_spec(SPEC)
+    out = tmp_path / "set"
+    RenderJob(spec, out, FakeRenderer(), indices=[0, 1]).run()
+    reads = []
+    real = render_set.journal_entries
+    monkeypatch.setattr(render_set, "journal_entries", lambda root: reads.append(root) or real(root))
+    render = FakeRenderer()
+    job = RenderJob(spec, out, render)
+    at_start = len(reads)
+    assert at_start >= 1 and job.skipped == 2
+    job.step(math.inf)
+    assert render.calls == list(range(2, 8)) and len(reads) == at_start  # no re-read per image
+    assert job.close() == 8 and metadata_indices(out) == list(range(8))
