@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="resnet18", help="backbone of the trained models")
     parser.add_argument("--image-size", type=int, default=96, help="training/analysis input size (px)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="learning rate (higher than the fine-tuning default: the demo trains from scratch)")
     parser.add_argument("--saliency-images", type=int, default=12, help="images explained per model")
     parser.add_argument("--saliency-method", default="ig", help="attribution method (see `carprobe saliency -h`)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = run_root / name
         command = ["train", "--data", str(sets / "train"), "--label", "car_id", "--loss", loss,
                    "--arch", args.arch, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-                   "--batch-size", str(args.batch_size), "--device", args.device, "--out", str(run_dir)]
+                   "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--device", args.device, "--out", str(run_dir)]
         if rho is not None:
             command += ["--rho-reg", str(rho)]
         if (run_dir / "last.pt").is_file():
