@@ -55,6 +55,7 @@ METRICS_FILE = "metrics.csv"
 LAST, BEST = "last.pt", "best.pt"
 # Settings a resumed run may change: they do not change what is trained.
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "amp", "eval_batch_size")
+SYNC_EVERY = 25  # steps between reading the loss on the host (NaN check, progress bar)
 
 
 @dataclass
@@ -288,7 +289,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
-        total, steps, seen = 0.0, 0, 0
+        total = torch.zeros((), device=self.device)  # summed on the device: no host sync per step
+        steps, seen, value = 0, 0, float("nan")
         start = time.perf_counter()
         bar = tqdm(total=len(self.sampler), desc=f"epoch {epoch}/{self.config.epochs}", unit="batch",
                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True, leave=False)
@@ -304,15 +306,16 @@ class Trainer:
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                value = float(loss.detach())
-                if not math.isfinite(value) and not self.use_amp:
-                    raise CarprobeError(f"the {self.config.loss} loss became {value} at epoch {epoch}, step "
-                                        f"{steps + 1}; lower --lr (now {self.config.lr:g})")
-                total += value
+                total += loss.detach()
                 steps += 1
                 seen += len(labels)
                 bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
+                if steps % SYNC_EVERY == 0 or steps == len(self.sampler) or self.on_step is not None:
+                    value = float(loss.detach())  # a host sync: only every SYNC_EVERY steps
+                    if not math.isfinite(value) and not self.use_amp:
+                        raise CarprobeError(f"the {self.config.loss} loss became {value} at epoch {epoch}, step "
+                                            f"{steps}; lower --lr (now {self.config.lr:g})")
+                    bar.set_postfix(loss=f"{value:.4f}")
                 if self.on_step is not None:
                     self.on_step(StepInfo(epoch, steps, value))
         except ImageReadError as exc:
@@ -322,7 +325,11 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
-        return {"loss": total / max(steps, 1), "lr": self.config.lr * factor, "steps": steps,
+        mean_loss = float(total) / max(steps, 1)
+        if not math.isfinite(mean_loss) and not self.use_amp:
+            raise CarprobeError(f"the {self.config.loss} loss became {mean_loss} in epoch {epoch}; "
+                                f"lower --lr (now {self.config.lr:g})")
+        return {"loss": mean_loss, "lr": self.config.lr * factor, "steps": steps,
                 "images": seen, "train_s": seconds, "images_per_s": seen / seconds if seconds > 0 else float("nan")}
 
     def _record(self, epoch: int, train_stats: dict[str, float]) -> dict[str, Any]:
