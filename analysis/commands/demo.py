@@ -128,7 +128,7 @@ def summary(results_dir: Path) -> str:
     comparison_path = results_dir / SALIENCY_COMPARISON
     if comparison_path.is_file():
         comparison = pd.read_csv(comparison_path)
-        pairs = comparison[(comparison["metric"] == "spearman") & (comparison["model_a"] < comparison["model_b"])]
+        pairs = comparison[comparison["metric"] == "spearman"]  # one row per unordered model pair
         for _, row in pairs.iterrows():
             lines.append(f"  saliency {row['model_a']} vs {row['model_b']}: Spearman {row['mean']:+.3f} "
                          f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] over {int(row['n'])} images")
