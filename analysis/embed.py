@@ -23,14 +23,14 @@ CACHE_DIR = Path(".carprobe-cache") / "embeddings"
 
 def auto_workers(count: int, batch_size: int) -> int:
     """DataLoader workers: none for a single batch (starting processes costs more than it
-    saves), else one per available core, at most 8."""
+    saves), else one per available core but one (the main process runs the model), 1..8."""
     if count <= batch_size:
         return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(8, cores - 1))
 
 
 def make_loader(paths: Sequence[str | Path], transform, batch_size: int, num_workers: int, pin_memory: bool):
