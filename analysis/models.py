@@ -674,7 +674,10 @@ def load_model(ref: "str | Path | EmbeddingModel", random_init: bool = False,
         model = ref
     elif isinstance(ref, str) and ref.startswith("torchvision:"):
         arch, dim = parse_model_spec(ref)
-        model = build_model(arch, dim=dim, random_init=random_init, name=ref).eval()
+        # A fixed seed makes untrained trunks the same in every run: comparable, and cacheable.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(arch, dim=dim, random_init=random_init, name=ref).eval()
     else:
         path = Path(ref)
         if not path.exists():

@@ -315,3 +315,11 @@ def test_save_checkpoint_keeps_frozen_bn(tmp_path):
     assert all(not bn.training for bn in loaded.batch_norms())
     assert np.isclose(sum(p.numel() for p in loaded.parameters() if p.requires_grad),
                       sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def test_random_init_torchvision_models_are_reproducible():
+    from analysis.models import load_model
+
+    first = load_model("torchvision:resnet18:8", random_init=True)
+    second = load_model("torchvision:resnet18:8", random_init=True)
+    assert first.fingerprint == second.fingerprint
