@@ -9,14 +9,13 @@ weights come from a local file or from a file already in the torch hub cache.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import uuid
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +88,7 @@ class Preprocess:
             steps.append(v2.Resize(self.resize, antialias=True))
         if self.crop:
             steps.append(v2.CenterCrop(self.crop))
-        steps += [v2.PILToTensor(), _ToModelInput(self.scale, self.bgr, self.mean, self.std)]
+        steps += [v2.PILToTensor(), ModelInput(self.scale, self.bgr, self.mean, self.std)]
         return v2.Compose(steps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,8 +107,11 @@ class Preprocess:
         return cls(**data)
 
 
-class _ToModelInput(nn.Module):
-    """uint8 RGB tensor → float, scaled to 0..1 or 0..255, optionally BGR, normalised."""
+class ModelInput(nn.Module):
+    """uint8 RGB tensor → float, scaled to 0..1 or 0..255, optionally BGR, normalised.
+
+    The last step of every model input pipeline (test: Preprocess.transform; training: the
+    trainer's augmentations), so both sides scale and normalise identically."""
 
     def __init__(self, scale: int, bgr: bool, mean, std):
         super().__init__()
@@ -490,6 +492,11 @@ def save_checkpoint(model: EmbeddingModel, path: str | Path, extra: dict | None 
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra}
     if isinstance(model.head, nn.Identity):
         data["dim"] = 0  # no head: build_model(dim=0) rebuilds it
+    return atomic_torch_save(data, path)
+
+
+def atomic_torch_save(data: Any, path: str | Path) -> Path:
+    """torch.save to a temp file in the same folder, fsync, rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"

@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, help="seed of everything random (default 0)")
     add("--device", help="auto (default: CUDA if available), cpu, cuda, cuda:N, mps")
     add("--no-amp", dest="amp", action="store_const", const=False, help="no float16 mixed precision on CUDA")
-    add("--workers", type=int, help="DataLoader worker processes (default 4)")
+    add("--workers", type=int, help="DataLoader worker processes (default: one per core but one, at most 8)")
     add("--resume", action="store_true", help="continue the run in --out from its last.pt")
     add("--out", type=Path, help="run folder (config.json, metrics.csv, last.pt, best.pt)")
     add("--quiet", action="store_true", help="no progress bar")

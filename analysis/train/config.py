@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                # auto (CUDA if available), cpu, cuda, cuda:N, mps
     amp: bool = True                    # mixed precision (float16 autocast), on CUDA only
-    workers: int = 4                    # DataLoader worker processes
+    workers: int | None = None          # DataLoader workers; None: one per core but one, 1..8
     eval_batch_size: int = 256
 
     # --- checks, (de)serialisation ------------------------------------------------------
@@ -101,7 +101,8 @@ class TrainConfig:
         need(self.weights is None or Path(self.weights).is_file(), "weights",
              "a local weights file that exists (carprobe never downloads)")
         need(self.eval_train_images is None or self.eval_train_images >= 2, "eval_train_images", "null or >= 2")
-        need(isinstance(self.workers, int) and self.workers >= 0, "workers", "an integer >= 0")
+        need(self.workers is None or (isinstance(self.workers, int) and self.workers >= 0), "workers",
+             "an integer >= 0 (or unset for one per core but one)")
         need(isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
         if problems:
             raise CarprobeError("training config: " + "; ".join(problems))

@@ -98,29 +98,10 @@ class LabelledDataset:
 def train_transform(preprocess):
     """RandomResizedCrop to the model's input size + horizontal flip, then the model's own
     value scaling and normalisation (the test side is `preprocess.transform()`)."""
-    import torch
     from torchvision.transforms import v2
 
+    from analysis.models import ModelInput
+
     return v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(preprocess.size, antialias=True),
-                       v2.RandomHorizontalFlip(), _ModelInput(preprocess)])
-
-
-class _ModelInput:
-    """uint8 RGB tensor → float in the model's scale, channel order and normalisation."""
-
-    def __init__(self, preprocess):
-        import torch
-
-        self.scale, self.bgr = preprocess.scale, preprocess.bgr
-        self.mean = torch.tensor(preprocess.mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(preprocess.std, dtype=torch.float32).view(3, 1, 1)
-
-    def __call__(self, image):
-        import torch
-
-        x = image.to(torch.float32)
-        if self.scale == 1:
-            x = x / 255.0
-        if self.bgr:
-            x = x.flip(0)
-        return (x - self.mean) / self.std
+                       v2.RandomHorizontalFlip(),
+                       ModelInput(preprocess.scale, preprocess.bgr, preprocess.mean, preprocess.std)])

@@ -24,11 +24,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import random
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,16 +37,17 @@ import torch
 import torch.nn.functional as F
 
 from analysis.data import ImageReadError, loader_error_message
-from analysis.embed import embed_paths
+from analysis.embed import auto_workers, embed_paths
 from analysis.metrics.retrieval import retrieval_metrics
 from analysis.metrics.space import embedding_space_metrics
-from analysis.models import PRESETS, EmbeddingModel, Preprocess, build_model, resolve_device, save_checkpoint
+from analysis.models import (PRESETS, Preprocess, atomic_torch_save, build_model, resolve_device,
+                             save_checkpoint)
 from blender_addon.core.errors import CarprobeError
 from blender_addon.core.render_set import atomic_write_text
 
 from .config import TrainConfig
-from .data import LabelledDataset, LabelledImages, load_labelled_images, split_classes, train_transform
-from .losses import TrainingLoss, build_loss
+from .data import LabelledDataset, load_labelled_images, split_classes, train_transform
+from .losses import build_loss
 from .sampler import ClassBalancedBatchSampler
 
 METRICS_FILE = "metrics.csv"
@@ -210,7 +209,7 @@ class Trainer:
         try:
             data = torch.load(staged, map_location="cpu", weights_only=True)
             data["train_state"] = self._train_state()
-            _atomic_torch_save(data, path)
+            atomic_torch_save(data, path)
         finally:
             staged.unlink(missing_ok=True)
         return path
@@ -252,11 +251,18 @@ class Trainer:
             writer.writerow({k: _csv_value(row.get(k)) for k in columns})
         atomic_write_text(self.out / METRICS_FILE, buffer.getvalue())
 
+    @property
+    def workers(self) -> int:
+        """DataLoader workers: the configured number, else one per available core but one."""
+        if self.config.workers is not None:
+            return self.config.workers
+        return auto_workers(len(self.train_images.paths), self.config.batch_size)
+
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """Retrieval on the test classes, embedding-space metrics on the train embeddings."""
         cfg = self.config
-        common = dict(batch_size=cfg.eval_batch_size, num_workers=cfg.workers, device=self.device,
+        common = dict(batch_size=cfg.eval_batch_size, num_workers=self.workers, device=self.device,
                       amp=self.use_amp, progress=False, normalize=True)
         try:
             test = embed_paths(self.test_images.paths, self.model, desc="eval test", **common)
@@ -276,7 +282,7 @@ class Trainer:
         from torch.utils.data import DataLoader
 
         self.sampler.set_epoch(epoch)
-        workers = self.config.workers
+        workers = self.workers
         return DataLoader(LabelledDataset(self.train_images, self.train_transform), batch_sampler=self.sampler,
                           num_workers=workers, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch),
@@ -421,15 +427,3 @@ def _python_rng_state() -> list:
 
 def _set_python_rng_state(state: list) -> None:
     random.setstate((state[0], tuple(state[1]), state[2]))
-
-
-def _atomic_torch_save(data: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

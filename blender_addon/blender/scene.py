@@ -549,12 +549,18 @@ def _apply_ground(row, coll) -> None:
         mesh.from_pydata([(-s, -s, 0), (s, -s, 0), (s, s, 0), (-s, s, 0)], [], [(0, 1, 2, 3)])
         mat = bpy.data.materials.get(GROUND) or bpy.data.materials.new(GROUND)
         mat.use_nodes = True
-        bsdf = mat.node_tree.nodes.get("Principled BSDF")
-        bsdf.inputs["Base Color"].default_value = (*GROUND_COLOR, 1.0)
-        bsdf.inputs["Roughness"].default_value = 0.85
-        mat.diffuse_color = (*GROUND_COLOR, 1.0)
+        mat.node_tree.nodes.get("Principled BSDF").inputs["Roughness"].default_value = 0.85
         mat.pass_index = MASK_PARTS.index("ground")
         mesh.materials.append(mat)
+    # With a solid-colour background the ground is a seamless backdrop of that colour (as in a
+    # photo studio): otherwise the colour would show only as a strip above the horizon and the
+    # background factor would barely change the image.
+    color = GROUND_COLOR
+    if row["background.kind"] == "color":
+        color = (_f(row, "background.color_r"), _f(row, "background.color_g"), _f(row, "background.color_b"))
+    mat = mesh.materials[0]
+    mat.node_tree.nodes.get("Principled BSDF").inputs["Base Color"].default_value = (*color, 1.0)
+    mat.diffuse_color = (*color, 1.0)
     obj = _object(GROUND, mesh, coll)
     obj.matrix_world = Matrix.Identity(4)
     on = bool(row["background.ground"]) and str(row["background.ground"]).lower() not in ("false", "0")

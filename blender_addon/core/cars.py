@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from .errors import CarprobeError
 from .schema import BODY_TYPES

@@ -4,7 +4,6 @@ real Cycles renders of tiny images with part masks. Runs in the bpy pytest proce
 from __future__ import annotations
 
 import csv
-import math
 import struct
 import zlib
 from pathlib import Path
