@@ -97,6 +97,22 @@ def pointing_game(map_: np.ndarray, mask: np.ndarray, car: Iterable[int]) -> boo
     return bool(np.isin(mask.ravel()[int(np.argmax(map_))], list(car)))
 
 
+def wilson_interval(hits: int, n: int, ci: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a hit rate: stays inside [0, 1] (a t-interval on 0/1 outcomes
+    does not, and collapses to a point when every image hits)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + ci / 2))
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if hits == 0 else max(0.0, centre - half)  # exact ends: no rounding past 0 or 1
+    high = 1.0 if hits == n else min(1.0, centre + half)
+    return float(low), float(high)
+
+
 def mask_tables(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], names: Sequence[str],
                 indices: Sequence[int], ci: float = 0.95):
     """Mask results for every model → (shares, summary, per_image) DataFrames.
@@ -125,9 +141,11 @@ def mask_tables(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
             per_image.extend({"image": i, "model": model, "part": name, "share": float(s)}
                              for i, s in zip(indices, shares[:, p]))
         car_share = shares[:, car].sum(axis=1)
-        for metric, values in (("car_share", car_share), ("car_area", areas[:, car].sum(axis=1)),
-                               ("pointing_game", hits)):
+        for metric, values in (("car_share", car_share), ("car_area", areas[:, car].sum(axis=1))):
             mean, lo, hi, n = summarize(values, metric, ci)
             summary_rows.append({"model": model, "metric": metric, "mean": mean, "ci_low": lo, "ci_high": hi,
                                  "n": n})
+        lo, hi = wilson_interval(int(hits.sum()), len(hits), ci)
+        summary_rows.append({"model": model, "metric": "pointing_game", "mean": float(hits.mean()) if len(hits)
+                             else float("nan"), "ci_low": lo, "ci_high": hi, "n": len(hits)})
     return pd.DataFrame(shares_rows), pd.DataFrame(summary_rows), pd.DataFrame(per_image)

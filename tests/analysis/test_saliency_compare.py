@@ -123,3 +123,13 @@ def test_store_reuses_maps_and_keys_on_options(tmp_path):
     assert calls[-1] == [2]
     maps, indices, meta = MapStore.read(next(tmp_path.glob("*.npz")))
     assert maps.dtype == np.float16 and meta["fingerprint"] == "f1"
+
+
+def test_pointing_game_interval_stays_in_unit_range():
+    from analysis.saliency.masks import wilson_interval
+
+    for hits, n in ((12, 12), (0, 12), (11, 12), (5, 10)):
+        lo, hi = wilson_interval(hits, n)
+        assert 0.0 <= lo <= hits / n <= hi <= 1.0
+    lo, hi = wilson_interval(12, 12)
+    assert hi == 1.0 and lo < 1.0  # all hits: still an interval, not a point
