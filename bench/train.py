@@ -12,7 +12,7 @@ The per-epoch evaluation (embedding test and train images, metrics) is timed sep
 not part of the ratio. Alternating repeats; the median of each side is reported. Target:
 overhead (bare/ours − 1) < 10 %.
 
-Usage: python bench/train.py [--arch resnet18] [--size 64] [--batch-size 32] [--steps 10]
+Usage: python bench/train.py [--arch resnet18] [--size 64] [--batch-size 32] [--steps 20]
        [--repeats 2] [--loss multisimilarity] [--device cpu|cuda] [--workers 2]
 Prints wall-clock images/s and images per CPU second of this process (the latter is robust to
 other load on a shared machine); exits 0 either way (a benchmark, not a test).
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--samples-per-class", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10, help="batches per timed epoch")
-    parser.add_argument("--repeats", type=int, default=2, help="timed epochs per side (alternating)")
+    parser.add_argument("--steps", type=int, default=20, help="batches per timed epoch")
+    parser.add_argument("--repeats", type=int, default=4, help="timed epochs per side (alternating)")
     parser.add_argument("--loss", default="multisimilarity")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2)
