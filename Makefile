@@ -2,7 +2,7 @@
 #   make demo   install everything, then run the main job (render, train, analyse, report)
 #   make test   install everything, then run the test suite
 # bpy and torch never share a process, so the Blender tests run in their own pytest process.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.carprobe-installed
