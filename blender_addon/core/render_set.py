@@ -480,13 +480,21 @@ def read_render_set(path: str | Path) -> RenderSet:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise CarprobeError(f"{info_path}: not valid JSON ({exc})") from None
-    if info.get("format") != FORMAT:
-        raise CarprobeError(f"{info_path}: not a carprobe render set (format {info.get('format')!r})")
+    found = info.get("format") if isinstance(info, dict) else None
+    if found != FORMAT:
+        raise CarprobeError(f"{info_path}: not a carprobe render set (format {found!r})")
     metadata = root / METADATA_CSV
     if not metadata.is_file():
         raise CarprobeError(f"{root}: {METADATA_CSV} missing; rerun the render command to rebuild it")
     with open(metadata, newline="", encoding="utf-8") as handle:
-        rows = [_typed_row(row) for row in csv.DictReader(handle)]
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            try:
+                rows.append(_typed_row(row))
+            except ValueError as exc:  # a truncated or hand-edited line
+                raise CarprobeError(f"{metadata}, line {reader.line_num}: {exc}; rerun the render command "
+                                    "to rebuild it") from None
     rows.sort(key=lambda r: r["index"])
     return RenderSet(root=root, info=info, rows=rows)
 
@@ -498,16 +506,21 @@ def _typed_row(row: dict[str, str]) -> dict[str, Any]:
     """metadata.csv strings → the types sample_row gives (matrix_world stays a JSON string)."""
     out: dict[str, Any] = {}
     for column, text in row.items():
+        if column is None or text is None:  # csv.DictReader: more or fewer fields than the header
+            raise ValueError("the number of fields differs from the header's")
         kind = _COLUMN_KINDS.get(column)
         is_color_part = column[-2:] in COLOR_SUFFIXES and _COLUMN_KINDS.get(column[:-2]) == "color"
-        if column in ("index", "seed") or kind == "int":
-            out[column] = int(text)
-        elif kind == "float" or is_color_part or (column in CAMERA_COLUMNS and column != "camera.matrix_world"):
-            out[column] = float(text)
-        elif kind == "bool":
-            out[column] = text == "True"
-        else:
-            out[column] = text
+        try:
+            if column in ("index", "seed") or kind == "int":
+                out[column] = int(text)
+            elif kind == "float" or is_color_part or (column in CAMERA_COLUMNS and column != "camera.matrix_world"):
+                out[column] = float(text)
+            elif kind == "bool":
+                out[column] = text == "True"
+            else:
+                out[column] = text
+        except ValueError:
+            raise ValueError(f"column {column} = {text!r} is not a number") from None
     return out
 
 

@@ -307,3 +307,20 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     render_set.atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_a_damaged_dataset_json_or_metadata_csv_is_a_clear_error(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0, 1], progress=False)
+    metadata = tmp_path / render_set.METADATA_CSV
+    good = metadata.read_text(encoding="utf-8")
+    lines = good.splitlines(keepends=True)
+    metadata.write_text(lines[0] + lines[1] + lines[2][:40], encoding="utf-8")  # torn last line
+    with pytest.raises(CarprobeError, match=r"metadata.csv, line 3: the number of fields"):
+        render_set.read_render_set(tmp_path)
+    metadata.write_text(lines[0] + lines[1].replace(",0,", ",abc,", 1) + lines[2], encoding="utf-8")
+    with pytest.raises(CarprobeError, match=r"line 2: column index = 'abc' is not a number"):
+        render_set.read_render_set(tmp_path)
+    metadata.write_text(good, encoding="utf-8")
+    (tmp_path / render_set.DATASET_JSON).write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(CarprobeError, match="not a carprobe render set"):
+        render_set.read_render_set(tmp_path)
