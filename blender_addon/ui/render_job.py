@@ -1,9 +1,9 @@
 """A dataset render cut into steps, for the GUI's modal operator; bpy-free.
 
 There is one render loop, ``core.render_set.RenderLoop`` (what ``render_samples`` runs to the
-end); a job holds one loop (``finalize=False``) and steps it an image at a time so the operator
-can return to Blender's event loop (progress, Esc) between images, and rewrites the index files
-(metadata.csv, dataset.json) once in ``close()``. The journals are read once, when the job is
+end); a job holds one loop and steps it an image at a time so the operator can return to
+Blender's event loop (progress, Esc) between images; ``close()`` finishes the loop, which
+rewrites the index files (metadata.csv, dataset.json) once. The journals are read once, when the job is
 created, so a whole job costs linear time in its size. Resume, atomic writes and the journal
 stay the loop's business.
 """
@@ -30,16 +30,19 @@ class RenderJob:
                  blender_version: str | None = None):
         self.spec = spec
         self.out_dir = Path(out_dir)
-        self.blender_version = blender_version
         wanted = list(range(sample_count(spec)) if indices is None else indices)
         self._loop = render_set.RenderLoop(spec, self.out_dir, render_image, wanted, progress=False,
-                                           blender_version=blender_version, finalize=False)
+                                           blender_version=blender_version)
         self.pending = self._loop.pending  # the loop's queue: the failing index stays first
         self.skipped = self._loop.skipped
         self.total = self.skipped + len(self.pending)
-        self.rendered = 0
         self.cancelled = False
         self.closed = False
+
+    @property
+    def rendered(self) -> int:
+        """Images this job rendered."""
+        return self._loop.rendered
 
     @property
     def done(self) -> int:
@@ -63,7 +66,6 @@ class RenderJob:
         start = clock()
         while self.pending and not self.cancelled:
             self._loop.step()
-            self.rendered += 1
             if clock() - start >= budget_s:
                 break
         return self.finished
@@ -74,8 +76,7 @@ class RenderJob:
     def close(self) -> int:
         """Rewrite metadata.csv and dataset.json from the complete images; returns their count."""
         self.closed = True
-        self._loop.finish()  # closes this process's journal (finalize=False: no index files)
-        return render_set.write_index_files(self.spec, self.out_dir, blender_version=self.blender_version)
+        return self._loop.finish().complete  # closes this process's journal, then the index files
 
     def run(self) -> int:
         """Render everything now (scripts and background mode); returns the complete count."""

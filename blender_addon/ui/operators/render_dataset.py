@@ -1,7 +1,7 @@
 """Render the sidebar's dataset spec to a render set, in steps, with progress and Esc to cancel.
 
 From the GUI (invoke) it runs modally: a timer renders a few images per tick through the one
-render loop (core.render_set.render_samples, via ui.render_job.RenderJob), the status bar and
+render loop (core.render_set.RenderLoop, stepped by ui.render_job.RenderJob), the status bar and
 the Render panel show progress, Esc stops after the current image. A rerun resumes: images
 already complete are skipped by the loop. From scripts and background mode (execute) it
 renders everything at once.
