@@ -1,5 +1,5 @@
 """Shared by `carprobe silhouettes` and `carprobe metrics`: load models, embed a set (cached),
-print a compact table. Imports torch only when called."""
+print a compact table; `parse_workers` also serves `carprobe embed` and `carprobe report`. Imports torch only when called."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_workers(value) -> int | str:
+    """--workers: 'auto' or a non-negative integer (CarprobeError otherwise)."""
+    from blender_addon.core.errors import CarprobeError
+
+    if value == "auto":
+        return value
+    if not str(value).isdigit():
+        raise CarprobeError(f"--workers {value!r}: must be 'auto' or a non-negative integer")
+    return int(value)
 
 
 def embed_models(args: argparse.Namespace):

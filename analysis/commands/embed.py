@@ -35,12 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data import RenderSetData
     from ..embed import embed_render_set, embedding_cache_path
     from ..models import describe_model, load_model, resolve_device
+    from ._embeddings import parse_workers
 
-    workers: int | str = args.workers
-    if workers != "auto":
-        if not str(workers).isdigit():
-            raise CarprobeError(f"--workers {workers!r}: must be 'auto' or a non-negative integer")
-        workers = int(workers)
+    workers = parse_workers(args.workers)
     if args.batch_size < 1:
         raise CarprobeError(f"--batch-size {args.batch_size}: must be >= 1")
     if args.out is not None and args.out.suffix != ".npy":

@@ -91,12 +91,9 @@ def compute_results(args: argparse.Namespace) -> Path:
     from ..embed import embed_render_set
     from ..models import load_model, resolve_device
     from ..report import context as R
+    from ._embeddings import parse_workers
 
-    workers: int | str = args.workers
-    if workers != "auto":
-        if not str(workers).isdigit():
-            raise CarprobeError(f"--workers {workers!r}: must be 'auto' or a non-negative integer")
-        workers = int(workers)
+    workers = parse_workers(args.workers)
     data = RenderSetData(args.set)
     meta = data.metadata
     if meta.empty:

@@ -264,6 +264,8 @@ def test_user_errors_exit_2_with_a_clear_message(tiny, tmp_path, capsys):
         (["report", str(tiny["set"]), "--models", str(tiny["models"][0]), "--names", "a", "b"], "--names"),
         (["report", str(tiny["set"]), "--models", str(tiny["models"][0]), "--label", "colour"], "--label"),
         (["report", str(tiny["set"])], "--models"),
+        (["report", str(tiny["set"]), "--models", str(tiny["models"][0]), "--workers", "x"],
+         "'auto' or a non-negative integer"),
         (["report", "--results", str(tmp_path / "no-results")], "does not exist"),
         (["report", "--results", str(tmp_path)], "results.json"),
     ]
