@@ -112,6 +112,8 @@ def main(argv=None) -> int:
 
     # Memory: one process, many different samples.
     n = args.memory_n
+    if n <= 20:
+        return 0  # --memory-n 0 (or too few to measure past the warm-up): overhead only
     spec = make_spec(n, args.memory_size, 1, True, seed=7)
     render_image = render_mod.make_image_renderer(spec)
     with tempfile.TemporaryDirectory() as tmp:
