@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from blender_addon.core.errors import CarprobeError
 
+    if args.render_workers < 1:
+        raise CarprobeError(f"--render-workers {args.render_workers}: must be at least 1")
     runs = [_parse_run(text) for text in args.runs]
     if len(runs) + len(args.models) < 2:
         raise CarprobeError("--runs/--models: the demo compares models; give at least two in total")
@@ -160,7 +162,7 @@ def _render(spec: Path, out: Path, workers: int, limit: int | None, quiet: bool)
     from blender_addon.core.errors import CarprobeError
 
     command = [sys.executable, "-m", "analysis.cli", "render", str(spec), "--out", str(out),
-               "--workers", str(max(1, workers))]
+               "--workers", str(workers)]
     if limit is not None:
         command += ["--limit", str(limit)]
     if quiet:

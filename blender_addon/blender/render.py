@@ -177,7 +177,8 @@ def make_image_renderer(spec, threads: int | None = None) -> Callable[[dict, str
 def render_spec(spec, out_dir, indices=None, progress=True, threads: int | None = None, **kwargs):
     """Render `spec` (all samples, or `indices`) into the render set `out_dir`.
 
-    The glue every entry point calls: core.render_set.render_samples with this renderer.
+    The glue the CLI and API call: core.render_set.render_samples with this renderer (the GUI
+    steps the same core.render_set.RenderLoop with make_image_renderer between events).
     threads: fixed render threads (see make_image_renderer). Extra keyword arguments (shard,
     finalize, progress_stream …) pass through.
     """

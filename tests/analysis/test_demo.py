@@ -87,3 +87,8 @@ def test_demo_summary_names_each_model(demo_out: Path):
 def test_demo_rejects_bad_runs(tmp_path: Path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--runs", "margin:1.5", "triplet"]) == 2
     assert "outside [0, 1]" in capsys.readouterr().err
+
+
+def test_demo_rejects_zero_render_workers(tmp_path: Path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--render-workers", "0"]) == 2
+    assert "--render-workers 0" in capsys.readouterr().err

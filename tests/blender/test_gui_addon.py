@@ -236,6 +236,8 @@ def test_preview_panel_shows_slider_and_sample_values(addon):
 
 def test_render_panel_shows_progress(addon):
     state = bpy.context.window_manager.carprobe_state
+    # A finished render earlier in this process leaves its counts; start from an idle panel.
+    state.render_running, state.render_done, state.render_total, state.render_progress = False, 0, 0, 0.0
     log = draw(panel("CARPROBE_PT_render"))
     assert ("operator", "carprobe.render_dataset") in log and ("prop", "CARPROBE_PG_spec", "output_dir") in log
     assert not [e for e in log if e[0] == "progress"]
