@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from blender_addon.core.errors import CarprobeError
+from blender_addon.core.render_set import temp_path
 
 from .data import ImagePathsDataset, ImageReadError, RenderSetData, loader_error_message
 
@@ -131,7 +131,7 @@ def embed_render_set(set_path: str | Path | RenderSetData, model, batch_size: in
         return embed_paths(data.image_paths, model, normalize=normalize, **kwargs)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npy"
+        tmp = temp_path(path)
     except OSError as exc:
         print(f"carprobe: cannot write the embedding cache under {data.root} ({exc.strerror}); "
               "computing without it", file=sys.stderr)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import uuid
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blender_addon.core.errors import CarprobeError
+from blender_addon.core.render_set import temp_path
 
 DISTANCES = ("cosine", "euclidean", "dot", "snr")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -499,7 +499,7 @@ def atomic_torch_save(data: Any, path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, fsync, rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as handle:
             torch.save(data, handle)

@@ -136,10 +136,6 @@ class ReportContext:
         info = self.manifest.get("set", {})
         return list(info.get("factors") or (self.set_info or {}).get("factors") or [])
 
-    @property
-    def model_info(self) -> dict[str, dict[str, Any]]:
-        return {m["name"]: m for m in self.manifest.get("models", [])}
-
     def order_models(self, names) -> list[str]:
         """`names` in report order (manifest order; unknown names last, sorted)."""
         names = list(dict.fromkeys(str(n) for n in names))

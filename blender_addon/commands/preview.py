@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import uuid
 from pathlib import Path
 
+from ..core import render_set
 from ..core.errors import CarprobeError
 from ..core.sampling import IMAGE_SUFFIX, sample_row
 from ..core.spec import load_spec
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
             raise CarprobeError(f"{path}: folder {path.parent} does not exist")
 
     from ..blender.render import make_image_renderer  # bpy only here
-    tmp_out = _temp_name(out)
-    tmp_mask = _temp_name(mask) if mask is not None else None
+    tmp_out = render_set.temp_path(out, IMAGE_SUFFIX["png"])
+    tmp_mask = render_set.temp_path(mask, IMAGE_SUFFIX["png"]) if mask is not None else None
     try:
         make_image_renderer(spec)(row, tmp_out, tmp_mask)
         os.replace(tmp_out, out)
@@ -53,9 +53,3 @@ def run(args: argparse.Namespace) -> int:
     for path in spec.varying_factors:
         print(f"  {path} = {row[path]}")
     return 0
-
-
-def _temp_name(final: Path) -> Path:
-    # keeps the real suffix last: image writers choose the format from it
-    suffix = final.suffix or IMAGE_SUFFIX["png"]
-    return final.parent / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}"

@@ -91,16 +91,17 @@ class RenderSet:
 
 # --- atomic files ----------------------------------------------------------------------
 
-def temp_path(final: Path) -> Path:
-    """A unique temporary name next to `final` (same folder, so os.replace is atomic)."""
-    match = re.match(r"^(\d+)(\.[A-Za-z]+)$", final.name)
-    stem, suffix = (match.group(1), match.group(2)) if match else (final.name, "")
-    return final.parent / f".{stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}"
+def temp_path(final: Path, default_suffix: str = "") -> Path:
+    """A unique temporary name next to `final` (same folder, so os.replace is atomic), hidden,
+    with the real suffix last: image writers choose the format from it."""
+    final = Path(final)
+    suffix = final.suffix or default_suffix
+    return final.parent / f".{final.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
