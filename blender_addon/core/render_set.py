@@ -487,17 +487,60 @@ def read_render_set(path: str | Path) -> RenderSet:
     metadata = root / METADATA_CSV
     if not metadata.is_file():
         raise CarprobeError(f"{root}: {METADATA_CSV} missing; rerun the render command to rebuild it")
-    with open(metadata, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        rows = []
-        for row in reader:
-            try:
-                rows.append(_typed_row(row))
-            except ValueError as exc:  # a truncated or hand-edited line
-                raise CarprobeError(f"{metadata}, line {reader.line_num}: {exc}; rerun the render command "
-                                    "to rebuild it") from None
+    rows = _read_metadata(metadata)
     rows.sort(key=lambda r: r["index"])
     return RenderSet(root=root, info=info, rows=rows)
+
+
+# Columns every reader relies on (paths, order, masks); the rest are factors and camera values.
+REQUIRED_COLUMNS = ("file_name", "index", "mask_file")
+
+
+def _read_metadata(path: Path) -> list[dict[str, Any]]:
+    """metadata.csv → typed rows; a bad encoding, a missing required column, a malformed row or a
+    duplicated index is a CarprobeError naming the file and line."""
+    def fail(line: int, problem: str):
+        raise CarprobeError(f"{path}, line {line}: {problem}; rerun the render command to rebuild it")
+
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(data[:exc.start].count(b"\n") + 1, f"byte 0x{data[exc.start]:02x} is not UTF-8 text")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        fail(1, f"unreadable header ({exc})")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        fail(1, f"required column(s) {', '.join(missing)} missing from the header (a carprobe metadata.csv "
+                f"has {', '.join(REQUIRED_COLUMNS)} and one column per factor)")
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        fail(1, f"column(s) {', '.join(duplicated)} appear more than once in the header")
+    rows: list[dict[str, Any]] = []
+    first_line: dict[int, int] = {}
+    line = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            fail(reader.line_num, f"malformed CSV ({exc})")
+        line = reader.line_num
+        try:
+            typed = _typed_row(row)
+        except ValueError as exc:  # a truncated or hand-edited line
+            fail(line, str(exc))
+        index = typed["index"]
+        if index in first_line:
+            fail(line, f"index {index} appears again (first on line {first_line[index]}); every image has "
+                       "one row")
+        first_line[index] = line
+        rows.append(typed)
+    return rows
 
 
 _COLUMN_KINDS = {p.path: p.kind for p in schema.PARAMS}

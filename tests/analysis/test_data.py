@@ -40,6 +40,27 @@ def test_set_hash_stable_and_changes_with_content(render_set, tmp_path):
     assert RenderSetData(other).set_hash != first
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda lines: lines + [lines[3]], r"line 8: index 2 appears again \(first on line 4\)"),
+    (lambda lines: [l.replace("index", "idx", 1) if i == 0 else l for i, l in enumerate(lines)],
+     r"line 1: required column\(s\) index missing"),
+    (lambda lines: [l.split(",", 1)[1] for l in lines], r"line 1: required column\(s\) file_name missing"),
+    (lambda lines: lines[:2] + [lines[2].replace("images", "imag\udcffes")] + lines[3:],
+     r"line 3: byte 0xff is not UTF-8"),
+])
+def test_damaged_metadata_is_a_clear_error_naming_file_and_line(render_set, tmp_path, damage, message):
+    import shutil
+
+    copy = tmp_path / "set"
+    shutil.copytree(render_set, copy)
+    metadata = copy / "metadata.csv"
+    lines = metadata.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(damage(lines)) + "\n"
+    metadata.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(CarprobeError, match=f"metadata.csv, {message}"):
+        RenderSetData(copy)
+
+
 def test_not_a_render_set(tmp_path):
     with pytest.raises(CarprobeError, match="not a carprobe render set"):
         RenderSetData(tmp_path)
