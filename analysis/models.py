@@ -336,9 +336,14 @@ class _ScriptTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.module(x)
-        if isinstance(y, (tuple, list)):
+        if isinstance(y, (tuple, list)) and y:
             y = y[0]
-        return torch.flatten(y, 1)
+        # Never flatten: a (B, C, H, W) feature map flattened would pass for a huge "embedding".
+        if not isinstance(y, torch.Tensor) or y.ndim != 2 or y.shape[0] != x.shape[0]:
+            found = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise CarprobeError(f"TorchScript model returned {found} for a batch of shape {tuple(x.shape)}; "
+                                "an embedding model must return (batch, dim) (pool and flatten inside the model)")
+        return y
 
 
 # --- building --------------------------------------------------------------------------
@@ -519,9 +524,19 @@ def _from_checkpoint(data: dict, path: Path) -> EmbeddingModel:
     missing = [k for k in ("arch", "dim", "normalize", "distance", "preprocess", "state_dict") if k not in data]
     if missing:
         raise CarprobeError(f"{path}: carprobe checkpoint lacks field(s) {', '.join(missing)}")
-    model = build_model(data["arch"], dim=data["dim"], normalize=data["normalize"], random_init=True,
-                        distance=data["distance"], preprocess=data["preprocess"],
-                        name=data.get("name") or path.stem, frozen_bn=bool(data.get("frozen_bn")))
+    dim, preprocess = data["dim"], data["preprocess"]
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+        raise CarprobeError(f"{path}: checkpoint field dim = {dim!r}; expected an integer >= 0 (0: no head)")
+    if not isinstance(preprocess, dict) and preprocess not in PRESETS:
+        # never a file path: a checkpoint must not make carprobe read other files
+        raise CarprobeError(f"{path}: checkpoint field preprocess = {preprocess!r}; expected an object with "
+                            f"{', '.join(Preprocess.__dataclass_fields__)} or a preset ({', '.join(PRESETS)})")
+    try:
+        model = build_model(data["arch"], dim=dim, normalize=bool(data["normalize"]), random_init=True,
+                            distance=data["distance"], preprocess=preprocess,
+                            name=data.get("name") or path.stem, frozen_bn=bool(data.get("frozen_bn")))
+    except CarprobeError as exc:  # bad arch, distance or preprocess: say which file holds it
+        raise CarprobeError(f"{path}: checkpoint field {exc}") from None
     try:
         _load_into(model, data["state_dict"], str(path))
     except RuntimeError as exc:
@@ -646,8 +661,16 @@ def load_torchscript(path: str | Path, preprocess: Preprocess | dict | str | Non
                             "preprocess, normalize, distance, name")
     prep = preprocess_from(preprocess) or preprocess_from(meta.get("preprocess")) or PRESETS["imagenet"]
     trunk = _ScriptTrunk(module).eval()
-    with torch.inference_mode():
-        dim = trunk(torch.zeros(1, 3, prep.size, prep.size)).shape[1]
+    try:
+        with torch.inference_mode():
+            dim = trunk(torch.zeros(1, 3, prep.size, prep.size)).shape[1]
+    except CarprobeError as exc:
+        raise CarprobeError(f"{path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the scripted code raises
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CarprobeError(f"{path}: the model fails on a (1, 3, {prep.size}, {prep.size}) input "
+                            f"({first_line}); give its input size as preprocess resize/crop in a sidecar "
+                            f"{path.with_suffix('.json').name} or with --preprocess") from None
     normalize = bool(meta.get("normalize", True))
     return EmbeddingModel(trunk, nn.Identity(), arch="torchscript", embedding_dim=dim, preprocess=prep,
                           normalize=normalize, distance=meta.get("distance", "cosine" if normalize else "euclidean"),

@@ -216,6 +216,67 @@ def test_torchscript_round_trip_with_sidecar(tmp_path):
         load_model(path)
 
 
+class _FeatureMap(torch.nn.Module):
+    """A trunk without pooling: (B, 4, H, W) out, which must never pass for an embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _FixedInput(torch.nn.Module):
+    """Flattens a 16 x 16 input into a Linear: any other input size fails inside the model."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 16 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _script(net, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net.eval()).save(str(path))
+    return path
+
+
+def test_torchscript_with_wrong_output_rank_or_input_size_is_refused(tmp_path):
+    feature_map = _script(_FeatureMap(), tmp_path / "features.ts")
+    (tmp_path / "features.json").write_text(json.dumps({"preprocess": SMALL}))
+    with pytest.raises(CarprobeError, match=r"features\.ts: TorchScript model returned \(1, 4, 30, 30\).*"
+                                            r"must return \(batch, dim\)"):
+        load_model(feature_map)
+    fixed = _script(_FixedInput(), tmp_path / "fixed.ts")
+    with pytest.raises(CarprobeError, match=r"fixed\.ts: the model fails on a \(1, 3, 224, 224\) input.*"
+                                            r"fixed\.json"):
+        load_model(fixed)
+    model = load_model(fixed, preprocess={"resize": 16, "crop": 16})  # its input size: works
+    assert model.embedding_dim == 5
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("arch", "vgg16", r"arch 'vgg16': unknown"),
+    ("dim", "128", r"dim = '128'; expected an integer >= 0"),
+    ("dim", -3, r"dim = -3; expected an integer >= 0"),
+    ("preprocess", {"crop": -1}, r"preprocess\.crop = -1"),
+    ("preprocess", "/etc/passwd", r"preprocess = '/etc/passwd'; expected an object"),
+    ("distance", "manhattan", r"distance 'manhattan'"),
+])
+def test_checkpoint_field_errors_name_the_file(tmp_path, tiny, field, value, message):
+    path = save_checkpoint(tiny, tmp_path / "model.pt")
+    data = torch.load(path, weights_only=True)
+    data["state_dict"] = {}  # the field is refused before any weights load: keep the file small
+    data[field] = value
+    torch.save(data, path)
+    with pytest.raises(CarprobeError, match=f"model\\.pt: checkpoint field {message}"):
+        load_model(path)
+
+
 def test_missing_and_unknown_model_errors(tmp_path, tiny):
     with pytest.raises(CarprobeError, match="not found.*accepted models"):
         load_model(tmp_path / "nope.pt")
