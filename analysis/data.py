@@ -49,17 +49,22 @@ class RenderSetData:
 
     @cached_property
     def set_hash(self) -> str:
-        """sha256 of the spec hash and every image's name and size: a re-render into the same
-        folder with other pixels (another Blender, say) or a changed file list gives a new key."""
+        """sha256 of the spec hash and every image's name and content: an image re-rendered or
+        damaged in place (same name, same size) gives a new key, a copy of the set the same key.
+        Reads every image once (about 0.3 s per 100 MB), far less than embedding them."""
         digest = hashlib.sha256(f"{self.info.get('spec_hash')}|{self.info.get('blender_version')}|"
                                 f"{len(self.rows)}\n".encode())
         for row, path in zip(self.rows, self.image_paths):
-            try:
-                size = path.stat().st_size
-            except OSError:
-                size = -1  # missing: embedding will name the file; the key still differs
-            digest.update(f"{row['file_name']}|{size}\n".encode())
+            digest.update(f"{row['file_name']}|{_content_hash(path)}\n".encode())
         return digest.hexdigest()
+
+
+def _content_hash(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return "unreadable"  # embedding will name the file; the key still differs
 
 
 class ImageReadError(CarprobeError):

@@ -124,6 +124,21 @@ def test_cache_key_follows_model_and_images(model, render_set):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_cache_does_not_hide_an_image_damaged_in_place(model, render_set):
+    import os
+
+    embed_render_set(render_set, model, num_workers=0, progress=False)
+    image = render_set / "images" / "000002.png"
+    stat = image.stat()
+    data = bytearray(image.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])  # same name, same size
+    image.write_bytes(bytes(data))
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same mtime
+    with pytest.raises(CarprobeError, match=r"000002\.png: cannot be decoded"):
+        embed_render_set(render_set, model, num_workers=0, progress=False)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_corrupt_image_error_names_the_file(model, render_set, workers):
     bad = render_set / "images" / "000003.png"
