@@ -3,10 +3,16 @@
 Which samples: the first ``--limit`` samples (default all), then this job's shard of them
 (``--shard K/N``, 1-based, or from SLURM / Kubernetes Indexed Job variables; see core/shard.py).
 
+Ctrl-C (or SIGTERM) stops the render after the image in progress, keeps every finished image
+and exits 130 (see core.interrupt: Blender would swallow it mid-image).
+
 ``--workers N`` starts N Blender processes, each rendering every N-th of those indices into the
 same folder (each with its own journal); the parent shows their combined progress from the
-journals, forwards Ctrl-C (workers finish their current image's bookkeeping and stop), then
-rebuilds metadata.csv and dataset.json. Worker output goes to DIR/.carprobe/logs/worker-W.log.
+journals, forwards Ctrl-C (workers finish their current image and stop), then rebuilds
+metadata.csv and dataset.json. Workers share the parent's process group (a signal to the group
+reaches them all) and stop when the parent dies. Blender's own log (``Fra:1 Mem …``,
+``Saved: …``) goes to DIR/.carprobe/logs/ (render.log, or worker-W.log), and to the terminal
+only with ``--verbose``.
 Under the bpy wheel a worker is ``python -m blender_addon.commands.render ... --worker-slice W/N``;
 inside Blender it is ``blender -b --factory-startup --python-expr ...`` with the same arguments.
 Each worker gets ``--threads`` = usable cores // N (Cycles would otherwise start one thread per
@@ -16,6 +22,8 @@ core in every worker and oversubscribe the CPU); a single process uses every cor
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -24,6 +32,7 @@ import time
 from pathlib import Path
 
 from ..core import render_set
+from ..core.interrupt import StopRequest, stop_requests
 from ..core.errors import CarprobeError
 from ..core.progress import Progress
 from ..core.sampling import sample_count
@@ -33,6 +42,7 @@ from ..core.spec import load_spec
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # folder that holds blender_addon/
 POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 60.0
+PARENT_PID_ENV = "CARPROBE_RENDER_PARENT_PID"  # set for workers: they stop when that process dies
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="Cycles threads per Blender process (default: every "
                         "usable core; with --workers N, usable cores // N)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    parser.add_argument("--verbose", action="store_true", help="show Blender's own log (otherwise only in "
+                        "DIR/.carprobe/logs/)")
     parser.add_argument("--worker-slice", help=argparse.SUPPRESS)  # internal: W/N of a parent's workers
 
 
@@ -70,6 +82,11 @@ def worker_threads(workers: int, threads: int | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    with stop_requests() as stop:  # before bpy loads: a KeyboardInterrupt during its start-up can crash it
+        return _run(args, stop)
+
+
+def _run(args: argparse.Namespace, stop: StopRequest) -> int:
     if args.workers < 1:
         raise CarprobeError(f"--workers {args.workers}: must be at least 1")
     threads = getattr(args, "threads", None)
@@ -82,22 +99,66 @@ def run(args: argparse.Namespace) -> int:
 
     if args.worker_slice:
         worker, count = parse_shard(args.worker_slice)
-        return _render_here(spec, out, indices[worker - 1::count], progress=False, shard=shard, quiet=True,
-                            threads=threads)
+        parent = os.environ.get(PARENT_PID_ENV)
+        if parent and parent.isdigit():
+            stop.die_with_parent(int(parent))
+        # stdout is already the worker's log file: no redirection
+        return _render_here(spec, out, indices[worker - 1::count], stop, progress=False, shard=shard,
+                            quiet=True, threads=threads, verbose=True)
     if args.workers == 1 or len(indices) <= 1:
-        return _render_here(spec, out, indices, progress=not args.no_progress, shard=shard, threads=threads)
-    return _render_with_workers(args, spec, out, indices, shard, min(args.workers, len(indices)))
+        return _render_here(spec, out, indices, stop, progress=not args.no_progress, shard=shard,
+                            threads=threads, verbose=getattr(args, "verbose", False))
+    return _render_with_workers(args, spec, out, indices, shard, min(args.workers, len(indices)), stop)
 
 
-def _render_here(spec, out: Path, indices: list[int], progress: bool, shard, quiet: bool = False,
-                 threads: int | None = None) -> int:
-    from ..blender.render import render_spec  # bpy only here
+def _render_here(spec, out: Path, indices: list[int], stop: StopRequest, progress: bool, shard,
+                 quiet: bool = False, threads: int | None = None, verbose: bool = False) -> int:
+    render_set.prepare_folder(spec, out)  # refuse a foreign folder before writing a log into it
+    log = contextlib.nullcontext(None) if verbose else blender_output_to(out / render_set.LOG_DIR / "render.log")
+    with log as progress_stream:
+        from ..blender.render import render_spec  # bpy only here
 
-    result = render_spec(spec, out, indices, progress, shard=shard, threads=threads)
+        if stop.requested():  # Ctrl-C while bpy loaded
+            raise KeyboardInterrupt
+        result = render_spec(spec, out, indices, progress, shard=shard, threads=threads,
+                             progress_stream=progress_stream, stop_requested=stop.requested)
     if not quiet:
         print(f"{out}: {result.complete}/{result.total} images complete ({result.rendered} rendered now, "
               f"{result.skipped} already there)")
     return 0
+
+
+@contextlib.contextmanager
+def blender_output_to(log_path: Path):
+    """Send everything written to stdout and stderr, Blender's C code included, to `log_path`
+    (at the file-descriptor level: Blender prints with C stdio, not through sys.stdout). Yields
+    a text stream on the real stderr, for the progress bar."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log_path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        with os.fdopen(os.dup(saved[1]), "w", buffering=1) as terminal:
+            yield terminal
+    finally:
+        _flush_c_stdio()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdout buffer (Blender's prints) before fd 1 changes back."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library handle (Windows): nothing buffered to lose
+        pass
 
 
 def worker_command(args: argparse.Namespace, worker: int, count: int) -> list[str]:
@@ -126,12 +187,13 @@ def _blender_binary() -> str | None:
     return path or None
 
 
-def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count: int) -> int:
+def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count: int, stop: StopRequest) -> int:
     render_set.prepare_folder(spec, out)  # refuse a foreign folder before starting anyone
     log_dir = out / render_set.LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH", "")) if p)
+    env[PARENT_PID_ENV] = str(os.getpid())
     for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
         env.pop(name, None)  # the parent already resolved the shard; workers get it as --shard
     shard_arg = f"{shard[0]}/{shard[1]}" if shard else None
@@ -139,26 +201,28 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
                                      threads=worker_threads(count, getattr(args, "threads", None)))
 
     workers = []
-    for w in range(1, count + 1):
-        log = open(log_dir / f"worker-{w}.log", "wb")
-        # own session: a terminal's Ctrl-C reaches only the parent, which forwards it once
-        proc = subprocess.Popen(worker_command(worker_args, w, count), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        workers.append((w, proc, log))
-    planned = set(indices)
-    bar = Progress(len(planned), label=f"render {spec.name} ({count} workers)", enabled=not args.no_progress)
-    previous_term = _term_as_interrupt()
-    interrupted = False
     try:
+        for w in range(1, count + 1):
+            log = open(log_dir / f"worker-{w}.log", "wb")
+            # Our process group: a terminal's Ctrl-C or a kill of the group reaches every worker.
+            proc = subprocess.Popen(worker_command(worker_args, w, count), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env)
+            workers.append((w, proc, log))
+        planned = set(indices)
+        bar = Progress(len(planned), label=f"render {spec.name} ({count} workers)", enabled=not args.no_progress)
+        kill_at = None
         while any(proc.poll() is None for _, proc, _ in workers):
+            if stop.requested() and kill_at is None:
+                # Forward it (a `kill -INT` of the parent alone); workers stop after their current image.
+                for _, proc, _ in workers:
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGINT)
+                kill_at = time.monotonic() + STOP_GRACE_SECONDS
+            if kill_at is not None and time.monotonic() > kill_at:
+                break
             bar.set(len(planned.intersection(render_set.journal_entries(out))))
             time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        interrupted = True
-        _stop(workers)
     finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
         for _, proc, log in workers:
             if proc.poll() is None:
                 proc.kill()
@@ -168,7 +232,7 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
     bar.set(done)
     bar.close()
     complete = render_set.finalize(spec, out, shard=shard)
-    if interrupted:
+    if stop.requested():
         raise KeyboardInterrupt
     failed = [(w, proc.returncode) for w, proc, _ in workers if proc.returncode != 0]
     if failed:
@@ -180,30 +244,6 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
                             f"the log:\n{tail}")
     print(f"{out}: {complete}/{sample_count(spec)} images complete ({count} workers)")
     return 0
-
-
-def _stop(workers) -> None:
-    """Forward Ctrl-C to the workers and give them time to finish their bookkeeping."""
-    for _, proc, _ in workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for _, proc, _ in workers:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _term_as_interrupt():
-    """Treat SIGTERM (SLURM scancel, kill) like Ctrl-C so workers are stopped, not orphaned."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

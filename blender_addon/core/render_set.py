@@ -348,7 +348,8 @@ class RenderLoop:
 def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
                    indices: Iterable[int] | None = None, progress: bool = True, *,
                    blender_version: str | None = None, shard: tuple[int, int] | None = None,
-                   finalize: bool = True, progress_stream=None) -> RenderResult:
+                   finalize: bool = True, progress_stream=None,
+                   stop_requested: Callable[[], bool] | None = None) -> RenderResult:
     """Render `indices` (default: every sample) of `spec` into `out_dir`; resumes.
 
     ``render_image(row, image_path, mask_path_or_None)`` must write the image (and the mask,
@@ -356,11 +357,15 @@ def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
     Indices already complete are skipped. metadata.csv and dataset.json are rewritten at the
     end and whenever the loop stops early (finalize=False leaves that to the caller, e.g. a
     parent process of several workers). Disk full raises CarprobeError; completed work is kept.
+    ``stop_requested()`` is asked before each image (core.interrupt): when true, the loop stops
+    as on Ctrl-C (KeyboardInterrupt), keeping every complete image.
     """
     loop = RenderLoop(spec, out_dir, render_image, indices, progress, blender_version=blender_version,
                       shard=shard, finalize=finalize, progress_stream=progress_stream)
     try:
         while loop.pending:
+            if stop_requested is not None and stop_requested():
+                raise KeyboardInterrupt
             loop.step()
     except BaseException:
         loop.stop()

@@ -170,3 +170,125 @@ def test_preview_renders_one_sample_equal_to_the_set(spec_file, full_set, tmp_pa
     assert np.abs(pixels(image) - pixels(full_set / "images/000004.png")).max() <= IMAGE_TOLERANCE
     assert (np.asarray(Image.open(mask)) == np.asarray(Image.open(full_set / "masks/000004.png"))).mean() > 0.99
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*tmp*"))
+
+
+# --- stopping: Ctrl-C, SIGTERM, a dead parent -------------------------------------------
+
+MANY = {"schema": 1, "name": "many", "design": {"kind": "random", "count": 40, "seed": 3},
+        "render": {"engine": "cycles", "width": 32, "height": 32, "samples": 1, "masks": False},
+        "camera": {"azimuth": {"uniform": [0, 360]}}}  # 40 tiny images: a full run takes a while
+MANY_COUNT = 40
+
+
+@pytest.fixture(scope="module")
+def many_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "many.toml"
+    path.write_text(dumps_toml(MANY))
+    return path
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc: Linux only, like these tests' signals)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_gone(pids, timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
+
+
+def assert_stopped_cleanly(out: Path, at_most: int) -> None:
+    """Every finished image kept and listed, nothing half-written, fewer than all rendered."""
+    done = render_set.completed_indices(out)
+    assert 1 <= len(done) <= at_most < MANY_COUNT
+    rows = render_set.read_render_set(out).rows
+    assert sorted(r["index"] for r in rows) == sorted(done)
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_ctrl_c_stops_a_single_process_render_within_one_image(many_file, tmp_path):
+    out = tmp_path / "set"
+    proc = start("render", str(many_file), "--out", str(out), "--no-progress")
+    wait_for_journal(out, 1, proc)
+    before = len(render_set.journal_entries(out))
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; completed work is kept" in stderr and "Traceback" not in stderr
+    # the image in progress is finished (one more may have ended between count and signal)
+    assert_stopped_cleanly(out, before + 2)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4])
+def test_ctrl_c_while_bpy_loads_exits_130_without_crashing(many_file, tmp_path, delay):
+    out = tmp_path / "set"
+    proc = start("render", str(many_file), "--out", str(out), "--no-progress")
+    deadline = time.monotonic() + 60
+    while "bpy/__init__" not in Path(f"/proc/{proc.pid}/maps").read_text():  # bpy's library is loading
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr  # not -11 (SIGSEGV), not 0 (swallowed)
+    assert len(render_set.completed_indices(out)) <= 2
+
+
+def test_ctrl_c_stops_workers_within_one_image(many_file, tmp_path):
+    out = tmp_path / "set"
+    proc = start("render", str(many_file), "--out", str(out), "--workers", "2", "--no-progress")
+    wait_for_journal(out, 1, proc)
+    workers = children(proc.pid)
+    before = len(render_set.journal_entries(out))
+    os.kill(proc.pid, signal.SIGINT)  # the parent alone: it forwards the stop to its workers
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; completed work is kept" in stderr
+    assert len(workers) == 2 and not wait_gone(workers, timeout=5)
+    assert_stopped_cleanly(out, before + 4)  # per worker: one in progress, one between count and signal
+
+
+@pytest.mark.parametrize("kill", ["group", "parent"])
+def test_workers_die_with_their_parent(many_file, tmp_path, kill):
+    out = tmp_path / "set"
+    proc = start("render", str(many_file), "--out", str(out), "--workers", "2", "--no-progress")
+    wait_for_journal(out, 1, proc)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    if kill == "group":
+        os.killpg(proc.pid, signal.SIGKILL)  # workers share the parent's process group
+    else:
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone: workers notice it is gone
+    proc.wait()
+    assert not wait_gone(workers, timeout=60), "workers outlived their parent"
+    assert len(render_set.journal_entries(out)) < MANY_COUNT
+
+
+def test_single_process_render_keeps_blenders_log_off_stdout(spec_file, tmp_path):
+    out = tmp_path / "set"
+    result = carprobe("render", str(spec_file), "--out", str(out), "--limit", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{out}: 1/{COUNT} images complete (1 rendered now, 0 already there)"]
+    assert "Fra:" not in result.stderr
+    log = (out / render_set.LOG_DIR / "render.log").read_text()
+    assert "Fra:" in log and "Saved:" in log
+    verbose = carprobe("render", str(spec_file), "--out", str(tmp_path / "v"), "--limit", "1", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Fra:" in verbose.stdout and "Saved:" in verbose.stdout
