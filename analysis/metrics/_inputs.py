@@ -51,10 +51,25 @@ def as_embeddings(X: Any, name: str = "X", min_rows: int = 1) -> torch.Tensor:
         raise CarprobeError(f"{name}: complex values are not supported; expected real floats")
     if not t.is_floating_point():
         t = t.to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).any(dim=1).sum())
+    bad = count_nonfinite_rows(t)
+    if bad:
         raise CarprobeError(f"{name}: {bad} row(s) contain NaN or infinity; expected finite values")
     return t
+
+
+# Elements per chunk of the finiteness check: its temporaries stay a few MB, not input-sized.
+_FINITE_CHUNK_ELEMENTS = 1 << 22
+
+
+def count_nonfinite_rows(t: torch.Tensor) -> int:
+    """Rows of a 2-D tensor holding NaN or infinity, checked in row chunks (bounded memory)."""
+    step = max(1, _FINITE_CHUNK_ELEMENTS // max(1, t.shape[1]))
+    bad = 0
+    for start in range(0, t.shape[0], step):
+        finite = torch.isfinite(t[start:start + step])
+        if not bool(finite.all()):
+            bad += int((~finite.all(dim=1)).sum())
+    return bad
 
 
 def encode_labels(labels: Any, n: int, name: str = "labels") -> tuple[np.ndarray, np.ndarray]:

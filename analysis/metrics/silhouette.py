@@ -15,8 +15,8 @@ streamed over row chunks, no n x n matrix.
 Euclidean has no such form. The rows are centred and sorted by label, and the upper triangle of
 the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y in one
 GEMM; each tile counted for both its row and its column block), each tile reduced to per-cluster
-sums by slice sums over the clusters the tile touches. That float32 pass only *selects*
-clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean distance is within
+sums by one product with the one-hot (columns x clusters) matrix of the clusters it touches
+(a running sum when it touches very many). That float32 pass only *selects* clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean distance is within
 `_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with each cluster
 centred on its own mean, which is what makes the 1e-6 agreement hold for tight, far-off
 clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of rows
@@ -45,8 +45,9 @@ DEFAULT_SAMPLE_SIZE = 20_000
 # Clusters whose float32 mean distance is within this relative margin of the nearest one are
 # recomputed in float64 (float32 tile sums are good to ~1e-6 relative).
 _CANDIDATE_RTOL = 1e-4
-# Up to this many label segments per tile, per-cluster sums are slice sums; above, running sums.
-_SLICE_MAX_SEGMENTS = 24
+# Up to this many clusters per tile, per-cluster sums are one product with a one-hot matrix;
+# above, differences of a running sum (the product's cost grows with the cluster count).
+_ONEHOT_MAX_CLUSTERS = 64
 
 
 class SilhouetteEstimate(NamedTuple):
@@ -255,37 +256,42 @@ def _augment(x32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _tile_distances(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    # No clamp pass: a rounding-negative square (near-duplicate rows) gives NaN, and a NaN
-    # cluster sum marks that cluster for the exact float64 pass instead.
-    return (left @ right.T).sqrt_()
+    # A rounding-negative square (near-duplicate rows) counts as 0: the one-hot products below
+    # would spread a NaN over every cluster of its row. Own and nearest clusters are recomputed
+    # exactly in float64 anyway.
+    return (left @ right.T).clamp_(min=0.0).sqrt_()
 
 
 class _BlockClusters:
-    """The clusters a block of label-sorted columns touches, and how to sum a tile over them."""
+    """The clusters a block of label-sorted columns touches, and how to sum a tile over them.
+
+    Up to _ONEHOT_MAX_CLUSTERS clusters, a tile's cluster sums are one matrix product with a
+    (columns x clusters) one-hot matrix: one large call instead of one strided .sum() per
+    cluster, whose thread start-ups collapse when other processes keep the cores busy. Above
+    that, the product would cost more than the distances; segment sums come from one float64
+    running sum instead.
+    """
 
     def __init__(self, codes_sorted: np.ndarray, lo: int, hi: int, device: torch.device):
         local = codes_sorted[lo:hi]
         self.c0, self.c1 = int(local[0]), int(local[-1]) + 1
-        change = np.flatnonzero(np.diff(local)) + 1
-        self.seg_starts = np.concatenate([[0], change]).astype(np.int64)
-        self.seg_ends = np.concatenate([change, [hi - lo]]).astype(np.int64)
-        self.seg_codes = (local[self.seg_starts] - self.c0).astype(np.int64)
-        self.few = len(self.seg_starts) <= _SLICE_MAX_SEGMENTS
         self.width = self.c1 - self.c0
-        self.device = device
-        if not self.few:
-            self.ends_t = torch.from_numpy(self.seg_ends).to(device)
-            self.starts_t = torch.from_numpy(self.seg_starts).to(device)
-            self.codes_t = torch.from_numpy(self.seg_codes).to(device)
+        self.onehot = self.width <= _ONEHOT_MAX_CLUSTERS
+        if self.onehot:
+            self.indicator = torch.zeros(hi - lo, self.width, dtype=torch.float32, device=device)
+            self.indicator[torch.arange(hi - lo, device=device),
+                           torch.from_numpy(local - self.c0).to(device)] = 1.0
+        else:
+            change = np.flatnonzero(np.diff(local)) + 1
+            starts = np.concatenate([[0], change]).astype(np.int64)
+            self.ends_t = torch.from_numpy(np.concatenate([change, [hi - lo]]).astype(np.int64)).to(device)
+            self.starts_t = torch.from_numpy(starts).to(device)
+            self.codes_t = torch.from_numpy((local[starts] - self.c0).astype(np.int64)).to(device)
 
     def sum_columns(self, tile: torch.Tensor) -> torch.Tensor:
         """(r, cols) -> (r, c1 - c0) float64: each row summed over each cluster's columns."""
-        if self.few:  # a few large clusters: contiguous slice sums (float32 cascade sums)
-            out = torch.zeros(tile.shape[0], self.width, dtype=torch.float64, device=tile.device)
-            for c, a, b in zip(self.seg_codes, self.seg_starts, self.seg_ends):
-                out[:, c] = tile[:, a:b].sum(dim=1)
-            return out
-        # many small clusters: segment sums as differences of a float64 running sum
+        if self.onehot:
+            return (tile @ self.indicator).to(torch.float64)
         cs = torch.nn.functional.pad(tile.to(torch.float64).cumsum(dim=1), (1, 0))
         out = torch.zeros(tile.shape[0], self.width, dtype=torch.float64, device=tile.device)
         out[:, self.codes_t] = cs[:, self.ends_t] - cs[:, self.starts_t]
@@ -293,11 +299,8 @@ class _BlockClusters:
 
     def sum_rows(self, tile: torch.Tensor) -> torch.Tensor:
         """(rows, c) -> (c, c1 - c0) float64: each column summed over each cluster's rows."""
-        if self.few:
-            out = torch.zeros(tile.shape[1], self.width, dtype=torch.float64, device=tile.device)
-            for c, a, b in zip(self.seg_codes, self.seg_starts, self.seg_ends):
-                out[:, c] = tile[a:b].sum(dim=0)
-            return out
+        if self.onehot:
+            return (tile.T @ self.indicator).to(torch.float64)
         return self.sum_columns(tile.T)
 
 

@@ -22,8 +22,9 @@ def blobs(n, d, k, spread, offset=0.0, seed=0, singletons=0):
 
 
 CASES = [  # n, d, k, spread, offset, singletons, tile/chunk size
-    (400, 8, 6, 1.0, 0.0, 3, 64),        # few large clusters: slice sums
-    (300, 4, 120, 1.0, 0.0, 2, 64),      # many tiny clusters: running sums
+    (400, 8, 6, 1.0, 0.0, 3, 64),        # few large clusters: one-hot products
+    (300, 4, 120, 1.0, 0.0, 2, 64),      # many small clusters, still one-hot per 64-column tile
+    (400, 4, 300, 1.0, 0.0, 2, 256),     # > 64 clusters per tile: running sums
     (600, 16, 30, 0.05, 40.0, 4, 128),   # tight clusters far from the origin
     (500, 3, 2, 3.0, 0.0, 0, None),      # two overlapping clusters, default chunks
 ]
@@ -53,6 +54,41 @@ def test_inputs_torch_float32_strings_and_order(metric):
     perm = np.random.default_rng(0).permutation(200)  # per-sample values follow the rows
     np.testing.assert_allclose(silhouette_samples(X[perm], names[perm], metric), sk_samples(X, names, metric=metric)[perm],
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("k, expect_onehot", [(5, True), (400, False)])
+def test_block_cluster_sums_equal_per_cluster_slice_sums(k, expect_onehot):
+    from analysis.metrics.silhouette import _BlockClusters
+
+    rng = np.random.default_rng(3)
+    codes = np.sort(rng.integers(0, k, size=900))
+    lo, hi = 100, 700  # a block that starts inside a cluster
+    block = _BlockClusters(codes, lo, hi, torch.device("cpu"))
+    assert block.onehot is expect_onehot
+    tile = torch.rand(37, hi - lo, generator=torch.Generator().manual_seed(0))
+    local = codes[lo:hi] - block.c0
+    expected = np.zeros((37, block.width))
+    for c in np.unique(local):  # the sums the old code took, one slice per cluster
+        expected[:, c] = tile[:, local == c].double().sum(dim=1).numpy()
+    got = block.sum_columns(tile)
+    assert got.dtype == torch.float64 and got.shape == (37, block.width)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(block.sum_rows(tile.T.contiguous()).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("row", [0, 4, 9])  # first chunk, a middle one, the last partial one
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_chunked_finiteness_check_rejects_nan_and_inf_in_any_chunk(monkeypatch, row, value):
+    from analysis.metrics import _inputs
+
+    monkeypatch.setattr(_inputs, "_FINITE_CHUNK_ELEMENTS", 12)  # 3 rows of 4 per chunk: 3 + 3 + 3 + 1
+    X = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    labels = np.arange(10) % 2
+    silhouette_samples(X, labels)  # finite: accepted
+    X[row, 3] = value
+    X[7, 1] = value  # a second bad row in another chunk: both are counted
+    with pytest.raises(CarprobeError, match=r"X: 2 row\(s\) contain NaN or infinity"):
+        silhouette_samples(X, labels)
 
 
 def test_duplicate_and_zero_rows_match_sklearn():
