@@ -21,6 +21,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_bins_argument(parser: argparse.ArgumentParser) -> None:
+    """--bins N|none: quantile bins for the factors a random design draws continuously."""
+    parser.add_argument("--bins", default="8", metavar="N|none",
+                        help="quantile bins for continuous factors (uniform/normal draws of a random design; "
+                             "listed values always stay one class each), or 'none' (default 8)")
+
+
 def parse_workers(value) -> int | str:
     """--workers: 'auto' or a non-negative integer (CarprobeError otherwise)."""
     from blender_addon.core.errors import CarprobeError

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label not in metadata.columns:
         raise CarprobeError(f"--label {args.label!r}: not a column of {args.set}/metadata.csv; available: "
                             f"{', '.join(metadata.columns)}")
-    labels, _ = factor_labels(metadata[args.label], max_levels=len(metadata))  # never binned: classes as they are
+    labels, _ = factor_labels(metadata[args.label], bins=None)  # never binned: classes as they are
     data, embeddings, device = embed_models(args)
     space_rows, retrieval_rows = [], []
     for model, X in embeddings.items():

@@ -16,6 +16,8 @@ import json
 import re
 from pathlib import Path
 
+from ._embeddings import add_bins_argument
+
 TSNE_MAX_POINTS = 2000  # t-SNE is O(n log n) but slow in absolute terms; larger sets are subsampled
 TSNE_SEED = 0
 NR_PRECISION_PER_VALUE = "nr_precision_per_value.csv"  # mean z per factor value (in the number tables)
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tsne-points", type=int, default=TSNE_MAX_POINTS,
                         help=f"largest number of images in the t-SNE plots; larger sets are subsampled "
                              f"(seeded; default {TSNE_MAX_POINTS}; 0 = no t-SNE)")
+    add_bins_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", default="auto", help="DataLoader worker processes ('auto' or a number)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
@@ -94,7 +97,9 @@ def compute_results(args: argparse.Namespace) -> Path:
     from ._embeddings import parse_workers
 
     workers = parse_workers(args.workers)
+    bins = metrics.check_bins(args.bins)
     data = RenderSetData(args.set)
+    continuous = metrics.continuous_factors(data.info)
     meta = data.metadata
     if meta.empty:
         raise CarprobeError(f"render set {args.set} holds no images yet; render it first")
@@ -138,7 +143,8 @@ def compute_results(args: argparse.Namespace) -> Path:
         })
         # silhouette (cosine, L2-normalised) and NR-Prec (Euclidean, raw) per factor and subset
         scores, per_value, notes = metrics.silhouette_by_factor({name: embeddings}, meta, factors=factors,
-                                                                measure="both", device=device)
+                                                                measure="both", bins=bins, continuous=continuous,
+                                                                device=device)
         for note in notes:
             print(f"note: {note}")
         tables[R.SILHOUETTES].append(scores[scores["metric"] == "silhouette"])

@@ -1,7 +1,7 @@
 """`carprobe silhouettes SET --models …`: per-factor property silhouettes and Kobs et al.'s NR-Prec.
 
-Writes tidy tables (columns model, factor, subset, metric, value, n, n_labels, distance, binned)
-into --out: silhouettes.csv + silhouettes_per_value.csv, and nr_precision.csv +
+Writes tidy tables (columns model, factor, subset, metric, value, ci_low, ci_high (95% bootstrap
+over images), n, n_labels, distance, binned, binning, max_attainable) into --out: silhouettes.csv + silhouettes_per_value.csv, and nr_precision.csv +
 nr_precision_per_value.csv; subset = the factor (its one-factor-at-a-time subset) or "all".
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._embeddings import add_model_arguments
+from ._embeddings import add_bins_argument, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,19 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="silhouette, NR-Prec (Kobs et al.; Euclidean on raw embeddings) or both")
     parser.add_argument("--factors", nargs="+", default=None,
                         help="only these factor columns (default: the set's varying factors)")
-    parser.add_argument("--bins", type=int, default=8,
-                        help="quantile bins for numeric factors with more than 12 distinct values (default 8)")
+    add_bins_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..metrics import silhouette_by_factor
+    from ..metrics import check_bins, continuous_factors, silhouette_by_factor
     from ._embeddings import embed_models, out_dir, print_pivot, write_csv
 
+    bins = check_bins(args.bins)  # before embedding anything
     data, embeddings, device = embed_models(args)
     metadata = data.metadata
     factors = args.factors if args.factors is not None else (data.factors or None)
     tables = silhouette_by_factor(embeddings, metadata, metric=args.metric, factors=factors,
-                                  measure=args.measure, n_bins=args.bins, device=device)
+                                  measure=args.measure, bins=bins,
+                                  continuous=continuous_factors(data.info), device=device)
     out = out_dir(args, data)
     written = []
     for metric, stem in (("silhouette", "silhouettes"), ("nr_precision", "nr_precision")):
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         write_csv(per_value, out / f"{stem}_per_value.csv")
         written += [f"{stem}.csv", f"{stem}_per_value.csv"]
         label = (f"silhouette ({args.metric})" if metric == "silhouette"
-                 else "NR-Prec z (euclidean; >= 2.576 significant at p = 0.01)")
+                 else "NR-Prec mean z (euclidean; Kobs et al. call a mean >= 2.576, the two-sided p = 0.01 "
+                      "per-image threshold, significant)")
         print_pivot(scores, ["factor", "subset"], f"{label}, {len(metadata)} images:")
     for note in tables.notes:
         print(f"note: {note}")

@@ -4,7 +4,9 @@ Plain functions over arrays (numpy or torch); bad input raises CarprobeError. Ta
 columns `model, factor, subset, metric, value` (+ extra columns where needed).
 """
 
-from .factors import FactorTables, factor_columns, factor_labels, silhouette_by_factor
+from .bootstrap import bootstrap_mean_ci
+from .factors import (FactorTables, check_bins, continuous_factors, factor_columns, factor_labels,
+                      silhouette_by_factor)
 from .nrprec import SIGNIFICANT_Z, NRPrecision, bin_factor, nr_precision
 from .retrieval import nmi_kmeans, retrieval_metrics
 from .silhouette import (
@@ -25,6 +27,9 @@ __all__ = [
     "SIGNIFICANT_Z",
     "SilhouetteEstimate",
     "bin_factor",
+    "bootstrap_mean_ci",
+    "check_bins",
+    "continuous_factors",
     "class_distances",
     "embedding_space_metrics",
     "factor_columns",

@@ -6,10 +6,16 @@ are labelled by f's value and scored
     everything else at its base value in each context): `subset` = f;
   - on the whole set: `subset` = "all".
 Measures: the silhouette (cosine by default; `silhouette`) and Kobs et al.'s NR-Prec
-(`nr_precision`, Euclidean by default as in the paper). Numeric factors with more than
-`max_levels` distinct values (random designs with continuous distributions) are cut into
-`n_bins` quantile bins first (`bin_factor`). A factor/subset with fewer than 2 labels, or with
-every row its own label, is skipped and a note says why.
+(`nr_precision`, Euclidean by default as in the paper), each with a 95% percentile bootstrap
+interval over images (`ci_low`, `ci_high`; `bootstrap_mean_ci`).
+
+Binning: only genuinely continuous factors are binned, i.e. those a random design draws from a
+`uniform` or `normal` distribution (`continuous_factors` reads them from dataset.json's spec);
+they are cut into `bins` quantile bins (`bin_factor`). Listed values (values, range, hsv, choice)
+stay classes, one per value, as Kobs et al. used them, however many there are. Without a spec, a
+numeric factor counts as continuous only when no value repeats. bins=None never bins. Every row
+of the tables records it in `binning`: "none" or "<B> quantile bins". A factor/subset with fewer
+than 2 labels, or with every row its own label, is skipped and a note says why.
 """
 
 from __future__ import annotations
@@ -23,13 +29,20 @@ from blender_addon.core import schema
 from blender_addon.core.errors import CarprobeError
 
 from ._inputs import as_embeddings, check_metric
-from .nrprec import bin_factor, nr_precision
+from .bootstrap import bootstrap_mean_ci
+from .nrprec import SIGNIFICANT_Z, bin_factor, nr_precision
 from .silhouette import silhouette_samples
 
 MEASURES = ("silhouette", "nrprec", "both")
-SCORE_COLUMNS = ["model", "factor", "subset", "metric", "value", "n", "n_labels", "distance", "binned"]
-PER_VALUE_COLUMNS = ["model", "factor", "subset", "metric", "level", "value", "n"]
+# max_attainable: the largest value these labels allow (NR-Prec: every neighbour relevant), so a
+# reader sees when 2.576 is out of reach; NaN for the silhouette.
+SCORE_COLUMNS = ["model", "factor", "subset", "metric", "value", "ci_low", "ci_high", "n", "n_labels",
+                 "distance", "binned", "binning", "max_attainable"]
+PER_VALUE_COLUMNS = ["model", "factor", "subset", "metric", "level", "value", "n", "binning"]
 ALL = "all"
+DEFAULT_BINS = 8
+NOT_BINNED = "none"
+CONTINUOUS_FORMS = ("uniform", "normal")
 
 
 class FactorTables(NamedTuple):
@@ -54,31 +67,69 @@ def factor_columns(metadata: pd.DataFrame, factors: Iterable[str] | None = None)
     return [c for c in candidates if c in metadata.columns and metadata[c].nunique(dropna=False) > 1]
 
 
-def factor_labels(values: pd.Series, n_bins: int = 8, max_levels: int = 12) -> tuple[np.ndarray, bool]:
-    """(labels, binned): the factor's values as labels; numeric with > max_levels distinct values
-    -> quantile bin labels such as "q2 (0.25, 0.5]"."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) \
-            and values.nunique() > max_levels:
-        codes, edges = bin_factor(values.to_numpy(dtype=np.float64), n_bins=n_bins, return_edges=True)
+def continuous_factors(info: Mapping[str, Any] | None) -> set[str]:
+    """Factor paths a render set draws from a continuous distribution (uniform or normal), read
+    from dataset.json's resolved spec (`info`); empty when there is none."""
+    spec = (info or {}).get("spec") or {}
+    found = set()
+    for p in schema.PARAMS:
+        value = (spec.get(p.group) or {}).get(p.name) if p.factor else None
+        if isinstance(value, Mapping) and any(form in value for form in CONTINUOUS_FORMS):
+            found.add(p.path)
+    return found
+
+
+def check_bins(bins: Any) -> int | None:
+    """bins: an integer >= 2, or None / "none" for never binning."""
+    if bins is None or (isinstance(bins, str) and bins.strip().lower() == NOT_BINNED):
+        return None
+    try:
+        value = int(bins)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or isinstance(bins, bool) or isinstance(bins, float) or value < 2:
+        raise CarprobeError(f"bins={bins!r} is not allowed; expected an integer >= 2, or 'none' for no binning")
+    return value
+
+
+def factor_labels(values: pd.Series, bins: int | None = DEFAULT_BINS,
+                  continuous: bool | None = None) -> tuple[np.ndarray, str]:
+    """(labels, binning): the factor's values as labels, and "none" or "<B> quantile bins".
+
+    continuous: whether the factor is drawn from a continuous distribution (see
+    `continuous_factors`); None infers it: numeric and no value repeats. Only a continuous factor
+    is binned, into quantile bin labels such as "q2 (0.25, 0.5]"; bins=None never bins.
+    """
+    bins = check_bins(bins)
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if continuous is None:
+        continuous = numeric and values.nunique() == len(values) and len(values) > 1
+    if bins is not None and continuous and numeric and values.nunique() > 1:
+        codes, edges = bin_factor(values.to_numpy(dtype=np.float64), n_bins=bins, return_edges=True)
         names = np.array([f"q{b} ({edges[b]:.4g}, {edges[b + 1]:.4g}]" for b in range(len(edges) - 1)])
-        return names[codes], True
-    if not pd.api.types.is_numeric_dtype(values):
+        return names[codes], f"{len(edges) - 1} quantile bins"
+    if not numeric:
         values = values.astype(object).where(values.notna(), "")  # an empty CSV cell is the value ""
-    return values.to_numpy(), False
+    return values.to_numpy(), NOT_BINNED
 
 
 def silhouette_by_factor(embeddings: Any, metadata: pd.DataFrame, models: Sequence[str] | None = None,
                          metric: str = "cosine", factors: Iterable[str] | None = None,
                          measure: str = "silhouette", nrprec_metric: str = "euclidean",
-                         max_neighbours: int = 1023, n_bins: int = 8, max_levels: int = 12,
-                         device: Any = None) -> FactorTables:
+                         max_neighbours: int = 1023, bins: int | str | None = DEFAULT_BINS,
+                         continuous: Iterable[str] | None = None, device: Any = None) -> FactorTables:
     """Silhouette and/or NR-Prec per factor, model and subset as tidy tables (see module doc).
 
     embeddings: {model name: (n, d) array}, or one array, or a list of arrays named by `models`;
     rows aligned with `metadata` (a render set's metadata.csv as a DataFrame).
     metric: silhouette distance ("cosine" or "euclidean"); nrprec_metric: NR-Prec distance.
     measure: "silhouette", "nrprec" or "both". factors: as in `factor_columns`.
+    bins: quantile bins for continuous factors, or None/"none"; continuous: the factors drawn from
+    continuous distributions (`continuous_factors(dataset.json)`); None infers it per factor
+    (numeric, no value repeats).
     """
+    bins = check_bins(bins)
+    continuous = set(continuous) if continuous is not None else None
     if measure not in MEASURES:
         raise CarprobeError(f"measure={measure!r} is not supported; expected one of {', '.join(MEASURES)}")
     check_metric(metric)
@@ -95,7 +146,8 @@ def silhouette_by_factor(embeddings: Any, metadata: pd.DataFrame, models: Sequen
     if not cols:
         notes.append("no factor varies in this set: nothing to score")
     for factor in cols:
-        labels_all, binned = factor_labels(metadata[factor], n_bins, max_levels)
+        labels_all, binning = factor_labels(metadata[factor], bins,
+                                            None if continuous is None else factor in continuous)
         masks = []
         if subsets is not None and (subsets == factor).any():
             masks.append((factor, subsets == factor))
@@ -113,20 +165,29 @@ def silhouette_by_factor(embeddings: Any, metadata: pd.DataFrame, models: Sequen
                         if kind == "silhouette":
                             per_sample = silhouette_samples(Xs, labels, metric, device=device)
                             value, dist, mname = float(per_sample.mean()), metric, "silhouette"
+                            ceiling = float("nan")
                         else:
                             res = nr_precision(Xs, labels, max_neighbours, nrprec_metric, device=device)
                             per_sample, value, dist, mname = res.z, res.mean, nrprec_metric, "nr_precision"
+                            ceiling = res.max_mean
                     except CarprobeError as exc:
                         notes.append(f"{factor} [{subset}] {kind} for {model}: skipped, {exc}")
                         continue
+                    if ceiling < SIGNIFICANT_Z:
+                        notes.append(f"{factor} [{subset}] NR-Prec for {model}: these labels allow at most "
+                                     f"{ceiling:.2f} < {SIGNIFICANT_Z}, so it cannot reach significance here "
+                                     "(more images per value needed)")
+                    low, high = bootstrap_mean_ci(per_sample)
                     scores.append({"model": model, "factor": factor, "subset": subset, "metric": mname,
-                                   "value": value, "n": int(mask.sum()), "n_labels": n_labels,
-                                   "distance": dist, "binned": binned})
+                                   "value": value, "ci_low": low, "ci_high": high, "n": int(mask.sum()),
+                                   "n_labels": n_labels, "distance": dist, "binned": binning != NOT_BINNED,
+                                   "binning": binning, "max_attainable": ceiling})
                     frame = pd.DataFrame({"level": labels, "s": per_sample})
                     for level, group in frame.groupby("level", sort=True):
                         per_value.append({"model": model, "factor": factor, "subset": subset, "metric": mname,
                                           "level": level, "value": float(np.nanmean(group["s"]))
-                                          if group["s"].notna().any() else float("nan"), "n": len(group)})
+                                          if group["s"].notna().any() else float("nan"), "n": len(group),
+                                          "binning": binning})
     return FactorTables(pd.DataFrame(scores, columns=SCORE_COLUMNS),
                         pd.DataFrame(per_value, columns=PER_VALUE_COLUMNS), notes)
 

@@ -1,17 +1,25 @@
 """Normalised R-Precision (NR-Prec), the property measure of Kobs et al. (ICCV 2021).
 
-For image i with label class C (size |C|) among n images:
+For image i with label class C (size |C|) among n images, m of which share their label with
+at least one other image (the non-singleton images):
     R_i = min(|C| - 1, max_neighbours)          (their library capped neighbours at 1023)
     X_i = number of images with i's label among i's R_i nearest neighbours (i itself excluded)
-    p_i = |C| / n                               (the class share)
+    p_i = |C| / m                               (as Kobs et al.'s code: the queries are the m
+                                                 non-singleton images; m = n when none is alone)
     z_i = (X_i - R_i p_i) / sqrt(R_i p_i (1 - p_i))
 NR-Prec is the mean of z_i over the images; an image alone in its class (R_i = 0) has no z and
 is left out of the mean. z_i is X_i standardised against a binomial chance level, so 0 means
-"no more same-label neighbours than chance" and values >= 2.576 (p = 0.01) are what Kobs et al.
-call significant. Distances: Euclidean on the raw embeddings (as in the paper) or cosine.
+"no more same-label neighbours than chance".
 
-Continuous factors must be binned first (`bin_factor`): NR-Prec treats every distinct value as
-its own class.
+Significance, one convention everywhere: SIGNIFICANT_Z = 2.576 is the two-sided p = 0.01
+critical value of a standard normal, which Kobs et al. apply to the *mean* z of a factor, as
+carprobe does. It is a per-image threshold used on a mean: a mean above it is a strong effect,
+not a formal test of the mean. A set can be too small to reach it: X_i <= R_i caps z_i at
+sqrt(R_i (1 - p_i) / p_i), so NRPrecision.max_mean (the mean of those caps) below 2.576 means
+the factor cannot be called significant there, whatever the embeddings.
+
+Neighbours are ranked in float64 with ties broken by index (`_knn`). Only genuinely continuous
+factors should be binned (`bin_factor`); NR-Prec treats every distinct value as its own class.
 
 Reference: Kobs, Steininger, Dulny, Hotho, "Do Different Deep Metric Learning Losses Lead to
 Similar Learned Features?", ICCV 2021.
@@ -28,9 +36,9 @@ import torch
 from blender_addon.core.errors import CarprobeError
 
 from ._inputs import as_embeddings, check_metric, encode_labels, resolve_device
-from ._knn import as_codes_tensor, nearest_neighbours, same_label_hits
+from ._knn import as_codes_tensor, iter_neighbours, same_label_hits
 
-SIGNIFICANT_Z = 2.576  # two-sided p = 0.01 for a standard normal
+SIGNIFICANT_Z = 2.576  # two-sided p = 0.01 for a standard normal; Kobs et al. apply it to mean z
 
 
 class NRPrecision(NamedTuple):
@@ -40,6 +48,11 @@ class NRPrecision(NamedTuple):
     z: np.ndarray          # (n,) per-image z-score
     hits: np.ndarray       # (n,) X_i: same-label images among the R_i nearest
     r: np.ndarray          # (n,) R_i
+    max_mean: float        # the largest NR-Prec these labels allow (every X_i = R_i)
+
+    @property
+    def can_reach_significance(self) -> bool:
+        return self.max_mean >= SIGNIFICANT_Z
 
 
 def nr_precision(X: Any, labels: Any, max_neighbours: int = 1023, metric: str = "euclidean",
@@ -48,7 +61,7 @@ def nr_precision(X: Any, labels: Any, max_neighbours: int = 1023, metric: str = 
 
     X: (n, d) array or tensor; labels: n labels (numbers or strings, >= 2 distinct values);
     max_neighbours: cap on R (1023 as in the paper's library); metric: "euclidean" (paper) or
-    "cosine". Exact neighbours in chunks with torch.topk. Returns NRPrecision(mean, z, hits, r).
+    "cosine". Exact neighbours, streamed in chunks. Returns NRPrecision(mean, z, hits, r, max_mean).
     """
     check_metric(metric)
     if not isinstance(max_neighbours, (int, np.integer)) or isinstance(max_neighbours, bool) or max_neighbours < 1:
@@ -65,17 +78,23 @@ def nr_precision(X: Any, labels: Any, max_neighbours: int = 1023, metric: str = 
     k = int(r.max())
     if k == 0:
         raise CarprobeError("labels: every label occurs once; NR-Prec needs a label shared by at least 2 images")
-    nbrs = nearest_neighbours(t, k, metric, dev, chunk_size)
+    if int((counts > 1).sum()) < 2:
+        raise CarprobeError("labels: only one label is shared by 2 or more images; NR-Prec's chance level "
+                            "(class share among the non-singleton images) needs at least 2 such labels")
     codes_t = as_codes_tensor(codes, dev)
-    hits_m = same_label_hits(nbrs, codes_t)
     r_t = torch.from_numpy(r).to(dev)
-    within = torch.arange(nbrs.shape[1], device=dev).unsqueeze(0) < r_t.unsqueeze(1)
-    hits = (hits_m & within).sum(dim=1).cpu().numpy().astype(np.int64)
-    p = counts[codes] / n
+    hits = np.zeros(n, dtype=np.int64)
+    for r0, r1, nbrs in iter_neighbours(t, k, metric, dev, chunk_size):
+        within = torch.arange(nbrs.shape[1], device=dev).unsqueeze(0) < r_t[r0:r1].unsqueeze(1)
+        hits[r0:r1] = (same_label_hits(nbrs, codes_t, r0) & within).sum(dim=1).cpu().numpy()
+    queries = int((counts[codes] > 1).sum())  # Kobs: shares among the non-singleton images
+    p = counts[codes] / queries
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (hits - r * p) / np.sqrt(r * p * (1 - p))
+        z_cap = np.sqrt(r * (1 - p) / p)
     z[r == 0] = np.nan
-    return NRPrecision(float(np.nanmean(z)), z, hits, r)
+    z_cap[r == 0] = np.nan
+    return NRPrecision(float(np.nanmean(z)), z, hits, r, float(np.nanmean(z_cap)))
 
 
 def bin_factor(values: Any, n_bins: int = 8, return_edges: bool = False):

@@ -5,9 +5,10 @@ The results folder (written by `carprobe report`, read by `write_report`)::
     results.json               manifest: the render set (path, name, spec hash, counts, factors),
                                the models (name, ref, fingerprint, dim, distance, preprocessing),
                                the retrieval label and the t-SNE settings
-    silhouettes.csv            model, factor, subset, metric, value, n [, ci_low, ci_high]
-    silhouettes_per_value.csv  model, factor, subset, level, metric, value, n
-    nr_precision.csv           model, factor, subset, metric, value, n
+    silhouettes.csv            model, factor, subset, metric, value, ci_low, ci_high, n, n_labels,
+                               distance, binned, binning, max_attainable (95% bootstrap over images)
+    silhouettes_per_value.csv  model, factor, subset, level, metric, value, n, binning
+    nr_precision.csv           as silhouettes.csv; max_attainable = the largest mean z the labels allow
     embedding_metrics.csv      model, factor (the label column), subset, metric, value
     retrieval.csv              model, factor (the label column), subset, metric, value
     spectra.csv                model, rank, value   (normalised singular values, sum 1)
@@ -46,7 +47,9 @@ TSNE = "tsne.csv"
 # Arrays stored as CSV: plotted, but too long (and not informative) for the number tables.
 ARRAY_TABLES = (SPECTRA, TSNE)
 
-NR_PREC_SIGNIFICANT = 2.576  # z for p = 0.01 (one-sided), Kobs et al.'s threshold
+# Kobs et al.'s threshold: the two-sided p = 0.01 critical z of one image, applied to the mean z
+# (analysis.metrics.nrprec.SIGNIFICANT_Z states the convention; a test keeps the two equal).
+NR_PREC_SIGNIFICANT = 2.576
 
 _UNITS = {"deg": "°"}
 _HSV = {"_h": "hue", "_s": "saturation", "_v": "value", "_r": "red", "_g": "green", "_b": "blue"}

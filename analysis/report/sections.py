@@ -24,6 +24,14 @@ MAX_SAMPLE_COLUMNS = 8  # images per factor in the sample grid
 MAX_LEGEND_LEVELS = 12  # more categorical levels than this: no legend (too long to read)
 CONTINUOUS_LEVELS = 10  # numeric factors with more levels are coloured on a continuous scale
 
+BINNING_CONVENTION = (
+    "Binning: only factors a random design draws from a continuous (uniform or normal) distribution are cut "
+    "into quantile bins (the tables' <i>binning</i> column says how many); listed values are classes, one per "
+    "value, as in Kobs et al.")
+INTERVAL_CONVENTION = ("Intervals: 95% percentile bootstrap over images (1000 resamples of the per-image "
+                       "values).")
+NEIGHBOUR_CONVENTION = ("Neighbours are ranked by float64 distance, exact ties by image index, the same in "
+                        "every neighbour metric.")
 SILHOUETTE_MEASURE = (
     "<b>Property silhouette.</b> For each factor, the images are labelled by that factor's value "
     "and the mean silhouette coefficient of the embeddings is computed with the <i>cosine</i> distance "
@@ -32,15 +40,20 @@ SILHOUETTE_MEASURE = (
     "near 1 the embedding clusters by the factor (the model encodes it), near 0 it ignores it, below 0 "
     "images with the same value are farther apart than images with different values. "
     "<i>Controlled</i> = on the factor's one-factor-at-a-time subset (only that factor varies, every other "
-    "factor at its base value); <i>whole set</i> = on every image, where the other factors vary too.")
+    "factor at its base value); <i>whole set</i> = on every image, where the other factors vary too. "
+    f"{BINNING_CONVENTION} {INTERVAL_CONVENTION}")
 NR_PREC_MEASURE = (
     "<b>NR-Prec (Kobs et al., ICCV 2021).</b> Not a silhouette: a z-score of retrieval against chance. "
     "For each image, R = (number of images with its value) − 1, X = number of same-value images among "
     "its R nearest neighbours (Euclidean distance on the raw, un-normalised embeddings), p = the value's "
-    "share of the set; z = (X − R·p) / √(R·p·(1 − p)), averaged over images. 0 = chance; "
-    f"z ≥ {NR_PREC_SIGNIFICANT} is significant at p = 0.01 (dashed line). Unbounded, so not comparable "
-    "in size with the silhouette; comparable with the numbers Kobs et al. published. Continuous "
-    "factors are binned first.")
+    "share of the images whose value occurs at least twice (as Kobs et al.'s code); "
+    "z = (X − R·p) / √(R·p·(1 − p)), averaged over images. 0 = chance. "
+    f"Threshold: {NR_PREC_SIGNIFICANT} is the two-sided p = 0.01 critical value of one image's z; like Kobs "
+    "et al., a factor is marked * when the <i>mean</i> z reaches it, which signals a strong effect but is not "
+    "a formal test of the mean. <i>max. z</i> is the largest mean these labels allow (every neighbour "
+    "same-value); where it is below the threshold, no embedding could be marked and the row says so. "
+    "Unbounded, so not comparable in size with the silhouette; comparable with the numbers Kobs et al. "
+    f"published. {BINNING_CONVENTION} {INTERVAL_CONVENTION} {NEIGHBOUR_CONVENTION}")
 EMBEDDING_MEASURE = (
     "<b>Embedding-space metrics (Roth et al., ICML 2020)</b>, cosine distance on L2-normalised "
     "embeddings, classes = the label column. π<sub>intra</sub>: mean over classes of the mean distance "
@@ -54,7 +67,8 @@ RETRIEVAL_MEASURE = (
     "(leave-one-out). Recall@k: share of queries with at least one same-class image among the k nearest; "
     "R-Precision: share of same-class images among the R nearest, R = class size − 1; MAP@R: mean "
     "average precision over those R (Musgrave et al., ECCV 2020); NMI: normalised mutual information "
-    "between the classes and a k-means clustering of the embeddings (k = number of classes).")
+    "between the classes and a k-means clustering of the embeddings (k = number of classes). "
+    f"Distance: cosine on L2-normalised embeddings. {NEIGHBOUR_CONVENTION}")
 
 EMBEDDING_NAMES = {
     "pi_intra": "π_intra", "pi_inter": "π_inter", "pi_ratio": "π_ratio (density)",
@@ -535,11 +549,18 @@ def nr_precision_section(results_dir: Path, context: ReportContext) -> str | Non
         ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.08 * (top - bottom))
         _model_legend(ax, models, context)
     parts = [context.measure(NR_PREC_MEASURE),
-             context.figure(fig, "NR-Prec per factor and model; dashed: significance threshold z = "
-                                 f"{NR_PREC_SIGNIFICANT} (p = 0.01).")]
+             context.figure(fig, "NR-Prec per factor and model; dashed: the threshold z = "
+                                 f"{NR_PREC_SIGNIFICANT} (two-sided p = 0.01 for one image's z, applied to "
+                                 "the mean as Kobs et al.).")]
     frame = _sorted_for_table(context, frame)
     frame = frame.assign(images=[_subset_label(f, s) for f, s in zip(frame["factor"], frame["subset"])])
     index = ["factor", "images"] + (["n"] if "n" in frame else [])
+    reach = "max_attainable" in frame and frame["max_attainable"].notna().any()
+    if reach:  # the same for every model: it depends on the labels only
+        frame = frame.assign(**{"max. z": [H.format_number(float(v), 2) + ("" if v >= NR_PREC_SIGNIFICANT
+                                                                         else " (cannot reach)")
+                                           for v in frame["max_attainable"]]})
+        index.append("max. z")
     table = _pivot(frame.assign(factor=frame["factor"].map(context.factor_label)), index, models)
 
     def mark(value):
@@ -548,8 +569,12 @@ def nr_precision_section(results_dir: Path, context: ReportContext) -> str | Non
         star = "*" if float(value) >= NR_PREC_SIGNIFICANT else ""
         return H.escape(H.format_number(float(value), 3)) + star
 
-    parts.append(context.table_html(table, f"NR-Prec (z-score); * significant at p = 0.01 (z ≥ {NR_PREC_SIGNIFICANT}).",
-                                    cell_html={m: mark for m in models}))
+    caption = (f"NR-Prec (mean z-score); * mean z ≥ {NR_PREC_SIGNIFICANT}, the two-sided p = 0.01 per-image "
+               "threshold applied to the mean, as Kobs et al.")
+    if reach:
+        caption += ("; <i>max. z</i>: the largest mean these labels allow, “cannot reach” where it is "
+                    "below the threshold (too few images per value)")
+    parts.append(context.table_html(table, caption + ".", cell_html={m: mark for m in models}))
     return context.section("nr-prec", "NR-Prec (Kobs et al.)", *parts)
 
 

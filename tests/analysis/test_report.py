@@ -321,3 +321,22 @@ def test_sample_grid_shows_each_factor_varying_with_the_others_fixed(tiny):
         assert picked["car.body"].nunique() == 1  # the same car identity along the row
         assert picked[factor].nunique() == len(picked)
     assert [v for v, _ in rows["car.body"]] == ["sedan", "suv"]
+
+
+def test_method_boxes_state_each_convention_once(report_run):
+    from analysis.metrics import SIGNIFICANT_Z
+
+    assert R.NR_PREC_SIGNIFICANT == SIGNIFICANT_Z
+    sections = sections_of(report_run["html"])
+    nr = sections["nr-prec"]
+    assert "two-sided p = 0.01" in nr and "not a formal test of the mean" in nr
+    assert "quantile bins" in nr and "Euclidean" in nr and "float64" in nr
+    # 2 images per colour on the controlled subsets: no embedding can reach 2.576 there
+    assert "cannot reach" in nr
+    assert "quantile bins" in sections["silhouettes"] and "bootstrap over images" in sections["silhouettes"]
+    assert "float64" in sections["retrieval"]
+    for name in (R.SILHOUETTES, R.NR_PRECISION):
+        table = read_csv(report_run["out"] / name)
+        assert {"ci_low", "ci_high", "binning", "max_attainable"} <= set(table.columns)
+        assert (table["binning"] == "none").all()  # the set lists every value
+        assert ((table["ci_low"] <= table["value"] + 1e-12) & (table["value"] <= table["ci_high"] + 1e-12)).all()
