@@ -7,7 +7,7 @@ import sys
 from blender_addon import cli as render_cli
 
 ANALYSIS_COMMANDS: dict[str, tuple[str, str]] = {
-    "embed": ("analysis.commands.embed", "embed a render set with a model (cached)"),
+    "embed": ("analysis.commands.embed", "embed a render set with one or more models (cached)"),
     "silhouettes": ("analysis.commands.silhouettes", "property silhouettes and NR-Prec per factor"),
     "metrics": ("analysis.commands.metrics", "embedding-space and retrieval metrics"),
     "saliency": ("analysis.commands.saliency", "saliency maps, model comparison, mask shares"),

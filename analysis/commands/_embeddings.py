@@ -1,24 +1,24 @@
 """Shared by `carprobe silhouettes` and `carprobe metrics`: load models, embed a set (cached),
-print a compact table; `parse_workers` also serves `carprobe embed` and `carprobe report`. Imports torch only when called."""
+print a compact table. Imports torch only when called; shared flags come from
+blender_addon/commands/common.py."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from blender_addon.commands import common
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("set", help="render set folder (holds dataset.json and metadata.csv)")
-    parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
-                        help="carprobe checkpoints (.pt), TorchScript files, reality-check folders or "
-                             "torchvision:<arch>[:dim] specs")
-    parser.add_argument("--random-init", action="store_true",
-                        help="torchvision:<arch> models without pretrained weights (untrained trunk)")
+    common.add_models(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the tidy CSV tables (default: <SET>/carprobe-results)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
+    common.add_device(parser)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_workers(parser, "DataLoader processes decoding images", common.AUTO_LOADER_WORKERS)
+    common.add_progress(parser)
 
 
 def add_bins_argument(parser: argparse.ArgumentParser) -> None:
@@ -26,17 +26,6 @@ def add_bins_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", default="8", metavar="N|none",
                         help="quantile bins for continuous factors (uniform/normal draws of a random design; "
                              "listed values always stay one class each), or 'none' (default 8)")
-
-
-def parse_workers(value) -> int | str:
-    """--workers: 'auto' or a non-negative integer (CarprobeError otherwise)."""
-    from blender_addon.core.errors import CarprobeError
-
-    if value == "auto":
-        return value
-    if not str(value).isdigit():
-        raise CarprobeError(f"--workers {value!r}: must be 'auto' or a non-negative integer")
-    return int(value)
 
 
 def embed_models(args: argparse.Namespace):
@@ -58,15 +47,13 @@ def embed_models(args: argparse.Namespace):
         name, i = model.name, 2
         while name in embeddings:
             name, i = f"{model.name}#{i}", i + 1
-        embeddings[name] = embed_render_set(data, model, batch_size=args.batch_size, device=device,
-                                            progress=not args.quiet)
+        embeddings[name] = embed_render_set(data, model, batch_size=args.batch_size, num_workers=args.workers,
+                                            device=device, progress=args.progress)
     return data, embeddings, device
 
 
 def out_dir(args: argparse.Namespace, data) -> Path:
-    out = Path(args.out) if args.out is not None else Path(data.root) / "carprobe-results"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return common.output_folder(args.out if args.out is not None else Path(data.root) / "carprobe-results")
 
 
 def write_csv(frame, path: Path) -> None:

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from blender_addon.commands import common
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_SPEC = REPO_ROOT / "scenes" / "quick.toml"
 TRAIN_SPEC = REPO_ROOT / "scenes" / "demo_train.toml"
@@ -40,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="LOSS[:RHO]",
                         help="models to train: a loss name, optionally with a ρ-regularisation probability "
                              f"after a colon (default: {' '.join(DEFAULT_RUNS)}; see `carprobe train --list-losses`)")
-    parser.add_argument("--models", nargs="*", default=[], metavar="M",
-                        help="extra models to compare (checkpoints, TorchScript, reality-check folders)")
+    parser.add_argument("--models", "--model", dest="models", nargs="*", default=[], metavar="MODEL",
+                        help=f"extra models to compare: {common.MODEL_SPECS_HELP}")
     parser.add_argument("--render-workers", type=int, default=2, help="Blender processes per render")
     parser.add_argument("--train-limit", type=int, default=None, help="render only the first N training images")
     parser.add_argument("--quick-limit", type=int, default=None, help="render only the first N analysed images")
@@ -53,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learning rate (higher than the fine-tuning default: the demo trains from scratch)")
     parser.add_argument("--saliency-images", type=int, default=12, help="images explained per model")
     parser.add_argument("--saliency-method", default="ig", help="attribution method (see `carprobe saliency -h`)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_device(parser)
+    common.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     steps = 5
     _step(1, steps, f"render {args.quick_spec.name} -> {sets / 'quick'}")
-    _render(args.quick_spec, sets / "quick", args.render_workers, args.quick_limit, args.quiet)
+    _render(args.quick_spec, sets / "quick", args.render_workers, args.quick_limit, args.progress)
     _step(2, steps, f"render {args.train_spec.name} -> {sets / 'train'}")
-    _render(args.train_spec, sets / "train", args.render_workers, args.train_limit, args.quiet)
+    _render(args.train_spec, sets / "train", args.render_workers, args.train_limit, args.progress)
 
     _step(3, steps, f"train {len(runs)} model(s) -> {run_root}")
     models, names = [], []
@@ -95,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
         names.append(Path(ref).stem if Path(ref).suffix else Path(ref).name)
 
     _step(4, steps, f"embed, silhouettes, metrics -> {results}")
-    common = ["--models", *models, "--names", *names, "--device", args.device, "--out", str(results)]
-    quiet = ["--quiet"] if args.quiet else []
-    _carprobe(["report", str(sets / "quick"), *common, *quiet])
+    shared = ["--models", *models, "--names", *names, "--device", args.device, "--out", str(results)]
+    progress = [] if args.progress else ["--no-progress"]
+    _carprobe(["report", str(sets / "quick"), *shared, *progress])
     _step(5, steps, f"saliency ({args.saliency_method}), model correlations, mask shares -> {results}")
-    _carprobe(["saliency", str(sets / "quick"), *common, "--method", args.saliency_method,
-               "--images", str(args.saliency_images), *quiet])
+    _carprobe(["saliency", str(sets / "quick"), *shared, "--method", args.saliency_method,
+               "--images", str(args.saliency_images), *progress])
     _carprobe(["report", "--results", str(results), str(sets / "quick")], quiet_stdout=True)
 
     report = results / "report.html"
@@ -157,7 +159,7 @@ def _step(number: int, total: int, text: str) -> None:
     print(f"\n[{number}/{total}] {text}", flush=True)
 
 
-def _render(spec: Path, out: Path, workers: int, limit: int | None, quiet: bool) -> None:
+def _render(spec: Path, out: Path, workers: int, limit: int | None, progress: bool) -> None:
     """Render in child processes: bpy must never load into this (torch) process."""
     from blender_addon.core.errors import CarprobeError
 
@@ -165,7 +167,7 @@ def _render(spec: Path, out: Path, workers: int, limit: int | None, quiet: bool)
                "--workers", str(workers)]
     if limit is not None:
         command += ["--limit", str(limit)]
-    if quiet:
+    if not progress:
         command.append("--no-progress")
     code = subprocess.run(command, cwd=Path.cwd()).returncode
     if code != 0:

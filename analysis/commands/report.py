@@ -16,6 +16,8 @@ import json
 import re
 from pathlib import Path
 
+from blender_addon.commands import common
+
 from ._embeddings import add_bins_argument
 
 TSNE_MAX_POINTS = 2000  # t-SNE is O(n log n) but slow in absolute terms; larger sets are subsampled
@@ -27,13 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("set", nargs="?", default=None,
                         help="render set folder (holds dataset.json and metadata.csv); with --results: "
                              "optional, where the set now lives (for the sample images)")
-    parser.add_argument("--models", nargs="+", metavar="M", default=None,
-                        help="models to compare: carprobe checkpoints (.pt), TorchScript files, reality-check "
-                             "folders, or torchvision:<arch>[:dim]")
+    common.add_models(parser, required=False, what="models to compare")
     parser.add_argument("--names", nargs="+", metavar="NAME", default=None,
                         help="display names of the models, in the order of --models (default: from the refs)")
-    parser.add_argument("--random-init", action="store_true",
-                        help="torchvision:<arch> models without pretrained weights (untrained trunks)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder for the CSVs, arrays and report.html (default: SET/report)")
     parser.add_argument("--label", default="car_id",
@@ -46,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(seeded; default {TSNE_MAX_POINTS}; 0 = no t-SNE)")
     add_bins_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", default="auto", help="DataLoader worker processes ('auto' or a number)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_workers(parser, "DataLoader processes decoding images", common.AUTO_LOADER_WORKERS)
+    common.add_device(parser)
+    common.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,9 +92,7 @@ def compute_results(args: argparse.Namespace) -> Path:
     from ..embed import embed_render_set
     from ..models import load_model, resolve_device
     from ..report import context as R
-    from ._embeddings import parse_workers
 
-    workers = parse_workers(args.workers)
     bins = metrics.check_bins(args.bins)
     data = RenderSetData(args.set)
     continuous = metrics.continuous_factors(data.info)
@@ -116,9 +112,7 @@ def compute_results(args: argparse.Namespace) -> Path:
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise CarprobeError(f"model names must differ; repeated: {', '.join(dupes)} (set them with --names)")
     out = Path(args.out) if args.out is not None else Path(args.set) / "report"
-    if out.exists() and not out.is_dir():
-        raise CarprobeError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    common.output_folder(out)
     device = resolve_device(args.device)
 
     tables: dict[str, list] = {name: [] for name in (R.SILHOUETTES, R.SILHOUETTES_PER_VALUE, R.NR_PRECISION,
@@ -133,8 +127,8 @@ def compute_results(args: argparse.Namespace) -> Path:
                             "and density need at least two classes (choose another --label)")
     for name, ref in zip(names, args.models):
         model = load_model(ref, random_init=args.random_init)
-        embeddings = embed_render_set(data, model, batch_size=args.batch_size, num_workers=workers, device=device,
-                                      progress=not args.quiet)
+        embeddings = embed_render_set(data, model, batch_size=args.batch_size, num_workers=args.workers, device=device,
+                                      progress=args.progress)
         model_entries.append({
             "name": name, "ref": str(ref), "fingerprint": model.fingerprint, "arch": getattr(model, "arch", ""),
             "embedding_dim": int(model.embedding_dim), "normalize": bool(model.normalize),

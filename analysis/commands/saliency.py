@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blender_addon.commands import common
+
 METHOD_CHOICES = ("saliency", "ig", "gradshap", "occlusion", "gradcam", "smoothgrad", "kobs2021")
 TARGET_CHOICES = ("reference", "centroid", "baseline", "norm")
 MANIFEST = "saliency.json"
@@ -20,9 +22,7 @@ MANIFEST = "saliency.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("set", help="render set folder (holds dataset.json and metadata.csv)")
-    parser.add_argument("--models", nargs="+", required=True,
-                        help="models to explain: carprobe checkpoints, TorchScript files, reality-check "
-                             "folders or torchvision:<arch>[:dim]")
+    common.add_models(parser, what="models to explain")
     parser.add_argument("--names", nargs="+", default=None, help="display names, one per model")
     parser.add_argument("--method", default="ig",
                         help=f"attribution method: {', '.join(METHOD_CHOICES)} (kobs2021: Kobs et al.'s noisy-"
@@ -34,10 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="+", default=["16"],
                         help="one number N: N images spread evenly over the set; several numbers, a comma "
                              "list or a:b ranges: those image indices (default 16)")
-    parser.add_argument("--random-init", action="store_true",
-                        help="torchvision:<arch> models with untrained weights")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--out", type=Path, default=Path("out/saliency"), help="results folder")
+    common.add_device(parser)
+    parser.add_argument("--out", type=Path, default=Path("out/saliency"), help="results folder (created)")
     parser.add_argument("--batch-size", type=int, default=4, help="images per attribution call")
     parser.add_argument("--internal-batch-size", type=int, default=None,
                         help="evaluations per forward pass inside a method (IG steps, noise samples, windows)")
@@ -56,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sanity-all-models", action="store_true",
                         help="run the sanity check for every model (default: the first one)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_progress(parser)
 
 
 def parse_images(tokens: list[str], count: int) -> list[int]:
@@ -207,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
     def _centroids(m, original):
         if m is original:  # the whole set's embeddings, cached per model fingerprint
-            emb = embed_render_set(data, m, device=device, progress=not args.quiet, normalize=m.normalize)
+            emb = embed_render_set(data, m, device=device, progress=args.progress, normalize=m.normalize)
             return targets.identity_centroids(emb, car_labels, rows)
         # a randomised copy (sanity check): embed only the images of the identities involved
         wanted = sorted({j for r in rows for j in range(len(car_labels)) if car_labels[j] == car_labels[r]})
@@ -220,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
     maps: dict[str, np.ndarray] = {}
     total = len(models) * len(indices)
-    bar = tqdm(total=total, desc=f"saliency {args.method}", unit="map", disable=args.quiet)
+    bar = tqdm(total=total, desc=f"saliency {args.method}", unit="map", disable=not args.progress)
     for name, model in zip(names, models):
         images = images_for(model, "", image_paths)
         make_target = make_target_factory(model, images)
@@ -297,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         n_sanity = min(args.sanity_images, len(indices))
         chosen = list(zip(names, models)) if args.sanity_all_models else [(names[0], models[0])]
         tables = []
-        for name, model in tqdm(chosen, desc="sanity check", unit="model", disable=args.quiet):
+        for name, model in tqdm(chosen, desc="sanity check", unit="model", disable=not args.progress):
             images = images_for(model, "", image_paths)
             factory = make_target_factory(model, images)
             full = factory(model)

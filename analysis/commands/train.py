@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blender_addon.commands import common
+
 # CLI flag → TrainConfig field, for the flags that map one to one
 _FIELDS = ("data", "label", "loss", "rho_reg", "arch", "dim", "epochs", "batch_size", "samples_per_class",
            "lr", "head_lr", "loss_lr", "weight_decay", "image_size", "weights", "seed", "device", "workers",
@@ -46,12 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--image-size", type=int, help="crop size in pixels (default 224; test images resized to 256/224 of it)")
     add("--eval-train-images", type=int, help="train images used for π_ratio/spectral decay each epoch (default all)")
     add("--seed", type=int, help="seed of everything random (default 0)")
-    add("--device", help="auto (default: CUDA if available), cpu, cuda, cuda:N, mps")
-    add("--no-amp", dest="amp", action="store_const", const=False, help="no float16 mixed precision on CUDA")
-    add("--workers", type=int, help="DataLoader worker processes (default: one per core but one, at most 8)")
+    common.add_device(parser, default=None)  # None: a resumed run keeps its own
+    common.add_amp(parser, default=None, default_text="on")
+    common.add_workers(parser, "DataLoader processes decoding images", "one per core but one, at most 8",
+                       default=None)
     add("--resume", action="store_true", help="continue the run in --out from its last.pt")
     add("--out", type=Path, help="run folder (config.json, metrics.csv, last.pt, best.pt)")
-    add("--quiet", action="store_true", help="no progress bar")
+    common.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise CarprobeError("--out DIR is required: the run folder")
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
+    if given.get("workers") == "auto":
+        given["workers"] = None  # the config's own auto
     if "data" in given:
         data = Path(given["data"])
         if not data.exists():
@@ -87,12 +92,12 @@ def run(args: argparse.Namespace) -> int:
     from ..train.loop import train
 
     if args.resume:
-        result = train(None, args.out, resume=True, progress=not args.quiet, overrides=given)
+        result = train(None, args.out, resume=True, progress=args.progress, overrides=given)
     else:
         missing = [flag for flag, name in (("--data", "data"), ("--loss", "loss")) if name not in given]
         if missing:
             raise CarprobeError(f"{' and '.join(missing)} required for a new run (or --resume an existing one)")
-        result = train(TrainConfig(**given), args.out, progress=not args.quiet)
+        result = train(TrainConfig(**given), args.out, progress=args.progress)
     best = ("no epoch trained" if result.best_epoch is None else
             f"best Recall@1 {result.best_recall_at_1:.4f} at epoch {result.best_epoch} -> {result.run_dir / 'best.pt'}")
     print(f"{result.run_dir}: {result.epochs} epoch(s); {best}; metrics in {result.run_dir / 'metrics.csv'}")

@@ -6,16 +6,17 @@ import argparse
 import sys
 
 from ..core import render_set
+from . import common
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("parts", nargs="+", help="render-set folders (shards) of one spec")
     parser.add_argument("--out", required=True, help="folder of the merged render set")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    common.add_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    merged = render_set.merge(args.parts, args.out, progress=not args.no_progress)
+    merged = render_set.merge(args.parts, args.out, progress=args.progress)
     counts = merged.info["counts"]
     print(f"merged {len(args.parts)} part(s) into {args.out}: {counts['images']}/{counts['samples']} images")
     if counts["missing"]:

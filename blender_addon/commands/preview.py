@@ -10,6 +10,7 @@ from ..core import render_set
 from ..core.errors import CarprobeError
 from ..core.sampling import IMAGE_SUFFIX, sample_row
 from ..core.spec import load_spec
+from . import common
 
 SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg")}
 
@@ -17,7 +18,7 @@ SUFFIXES = {"png": (".png",), "jpeg": (".jpg", ".jpeg")}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="dataset spec (TOML)")
     parser.add_argument("--index", type=int, default=0, help="sample index (default 0)")
-    parser.add_argument("--out", required=True, help="image file to write (suffix as render.format)")
+    parser.add_argument("--out", required=True, help="image file to write (suffix as render.format; its folder is created)")
     parser.add_argument("--mask", help="also write the part-id mask to this PNG")
 
 
@@ -32,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     mask = Path(args.mask) if args.mask else None
     if mask is not None and mask.suffix.lower() != ".png":
         raise CarprobeError(f"--mask {args.mask}: masks are PNG; use a .png file name")
-    for path in (out, mask):
-        if path is not None and not path.parent.is_dir():
-            raise CarprobeError(f"{path}: folder {path.parent} does not exist")
+    for flag, path in (("--out", out), ("--mask", mask)):
+        if path is not None:
+            common.output_folder(path.parent, flag)
 
     from ..blender.render import make_image_renderer  # bpy only here
     tmp_out = render_set.temp_path(out, IMAGE_SUFFIX["png"])

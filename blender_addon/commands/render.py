@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..core import render_set
 from ..core.interrupt import StopRequest, stop_requests
+from . import common
 from ..core.errors import CarprobeError
 from ..core.progress import Progress
 from ..core.sampling import sample_count
@@ -51,10 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="render only the first N samples")
     parser.add_argument("--shard", help="render shard K of N (K is 1-based, e.g. 3/8); default from "
                         "SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX + CARPROBE_SHARD_COUNT")
-    parser.add_argument("--workers", type=int, default=1, help="Blender processes to run in parallel")
+    common.add_workers(parser, "Blender processes rendering in parallel",
+                       "one process using every core", default=1)
     parser.add_argument("--threads", type=int, help="Cycles threads per Blender process (default: every "
                         "usable core; with --workers N, usable cores // N)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    common.add_progress(parser)
     parser.add_argument("--verbose", action="store_true", help="show Blender's own log (otherwise only in "
                         "DIR/.carprobe/logs/)")
     parser.add_argument("--worker-slice", help=argparse.SUPPRESS)  # internal: W/N of a parent's workers
@@ -87,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, stop: StopRequest) -> int:
+    if args.workers == "auto":
+        args.workers = 1  # Cycles already uses every core in one process
     if args.workers < 1:
         raise CarprobeError(f"--workers {args.workers}: must be at least 1")
     threads = getattr(args, "threads", None)
@@ -106,7 +110,7 @@ def _run(args: argparse.Namespace, stop: StopRequest) -> int:
         return _render_here(spec, out, indices[worker - 1::count], stop, progress=False, shard=shard,
                             quiet=True, threads=threads, verbose=True)
     if args.workers == 1 or len(indices) <= 1:
-        return _render_here(spec, out, indices, stop, progress=not args.no_progress, shard=shard,
+        return _render_here(spec, out, indices, stop, progress=args.progress, shard=shard,
                             threads=threads, verbose=getattr(args, "verbose", False))
     return _render_with_workers(args, spec, out, indices, shard, min(args.workers, len(indices)), stop)
 
@@ -209,7 +213,7 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
                                     stdin=subprocess.DEVNULL, env=env)
             workers.append((w, proc, log))
         planned = set(indices)
-        bar = Progress(len(planned), label=f"render {spec.name} ({count} workers)", enabled=not args.no_progress)
+        bar = Progress(len(planned), label=f"render {spec.name} ({count} workers)", enabled=args.progress)
         kill_at = None
         while any(proc.poll() is None for _, proc, _ in workers):
             if stop.requested() and kill_at is None:

@@ -181,7 +181,7 @@ def test_cli_embed(model, render_set, tmp_path, capsys):
     assert main(["embed", str(render_set), "--model", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
     assert main(["embed", str(render_set), "--model", str(checkpoint), "--workers", "many"]) == 2
-    assert "--workers 'many': must be 'auto' or a non-negative integer" in capsys.readouterr().err
+    assert "argument --workers: 'many': must be 'auto' or a non-negative integer" in capsys.readouterr().err
     assert main(["embed", str(tmp_path), "--model", str(checkpoint)]) == 2
     assert "not a carprobe render set" in capsys.readouterr().err
     assert main(["embed", str(render_set), "--model", "torchvision:resnet18:4", "--quiet"]) == 2
