@@ -9,7 +9,8 @@ Layout (see DESIGN.md)::
       masks/000000.png      part ids (schema.MASK_PARTS), when render.masks
       .carprobe/spec.json   the spec hash this folder belongs to (written before the first image)
       .carprobe/journal/    one JSON-lines journal per rendering process: {"index", "file_name",
-                            "mask_file"} per complete image, fsync'd; a torn last line is ignored
+                            "mask_file"} per complete image, fsync'd in batches (Journal.commit);
+                            a torn last line is ignored
 
 Guarantees: every file is written to a temporary name in its final folder, fsync'd and renamed
 (os.replace), so a reader never sees half a file. A journal line is written only after the
@@ -31,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -58,6 +60,9 @@ KNOWN_ENTRIES = {"dataset.json", "metadata.csv", "images", "masks", STATE_DIR, "
 # Temporary files: '.<index>.<pid>-<token>.tmp<suffix>' — they keep the real suffix at the end
 # because image writers pick the format from it.
 _TMP_NAME = re.compile(r"^\.(\d+)\.[0-9]+-[0-9a-f]+\.tmp(\.[A-Za-z]+)?$")
+
+# Seconds between journal commits while rendering (Journal.commit): what a crash may cost at most.
+COMMIT_SECONDS = 1.0
 
 RenderImage = Callable[[dict, Path, "Path | None"], None]
 
@@ -141,27 +146,79 @@ def _fsync_dir(path: Path) -> None:
 # --- journals --------------------------------------------------------------------------
 
 class Journal:
-    """This process's journal: one fsync'd JSON line per complete image (opened lazily).
+    """This process's journal: one JSON line per complete image (opened lazily), written in
+    batches: `add` queues an image whose files are still at their temporary names, `commit`
+    puts the queued files in place and journals them with one fsync of the journal.
 
     One file per (host, process): a GUI that calls the loop once per image appends to the same
     file. A line left torn by an earlier failure is closed with a newline before appending.
     """
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic):
         self.path = root / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self._handle = None
+        self._queue: list[tuple[str, list[tuple[Path, Path]]]] = []
+        self._clock = clock
+        self._last_commit = clock()
+
+    def add(self, index: int, file_name: str, mask_file: str, files: Iterable[tuple[Path, Path]] = ()) -> None:
+        """Queue image `index`: its `files` are (temporary, final) paths of whole files."""
+        line = json.dumps({"index": index, "file_name": file_name, "mask_file": mask_file})
+        self._queue.append((line, list(files)))
 
     def append(self, index: int, file_name: str, mask_file: str) -> None:
+        """Journal an image whose files are already in place and durable."""
+        self.add(index, file_name, mask_file)
+        self.commit()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def due(self) -> bool:
+        """True once a commit is due: COMMIT_SECONDS after the previous one."""
+        return bool(self._queue) and self._clock() - self._last_commit >= COMMIT_SECONDS
+
+    def commit(self) -> None:
+        """Put the queued images in place and journal them.
+
+        Crash safety: a journal line must never name a file that a crash or power loss can take
+        away, and a final name must never hold half a file. So, in this order: every queued
+        file's data reaches the disk (fsync), then gets its final name (os.replace, atomic), then
+        each folder holding new names reaches the disk (one fsync per folder), and only then are
+        the lines written and the journal fsync'd. A crash before that last fsync loses the
+        batch's lines, never a listed file: the resume renders those images again (their final
+        names are overwritten). Batching costs at most COMMIT_SECONDS of rendering on a crash and
+        saves ~5 fsyncs per image (image, mask, two folders, journal) for one journal fsync per
+        batch; back-to-back file fsyncs are cheap, since the first one's commit carries the rest.
+        """
+        if not self._queue:
+            return
+        files = [pair for _, pair_list in self._queue for pair in pair_list]
+        for tmp, _ in files:
+            _fsync_file(tmp)
+        for tmp, final in files:
+            os.replace(tmp, final)
+        for folder in dict.fromkeys(final.parent for _, final in files):
+            _fsync_dir(folder)
         if self._handle is None:
             torn = self.path.is_file() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
             self._handle = open(self.path, "a", encoding="utf-8")
             if torn:
                 self._handle.write("\n")
             _fsync_dir(self.path.parent)
-        line = json.dumps({"index": index, "file_name": file_name, "mask_file": mask_file})
-        self._handle.write(line + "\n")
+        self._handle.write("".join(line + "\n" for line, _ in self._queue))
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        self._queue.clear()
+        self._last_commit = self._clock()
+
+    def discard(self) -> None:
+        """Forget the queue and delete its temporary files (a commit that cannot succeed)."""
+        for _, files in self._queue:
+            for tmp, _ in files:
+                tmp.unlink(missing_ok=True)
+        self._queue.clear()
 
     def close(self) -> None:
         if self._handle is not None:
@@ -314,8 +371,11 @@ class RenderLoop:
         index = self.pending[0]
         try:
             _render_one(self.root, sample_row(self.spec, index), self.render_image, self._journal)
+            if self._journal.due():
+                self._journal.commit()
         except OSError as exc:
-            _raise_disk_full(exc, self.root, self._done_before + self.rendered)
+            self._commit_complete()
+            _raise_disk_full(exc, self.root, len(completed_indices(self.root)))
             raise
         self.pending.popleft()
         self.rendered += 1
@@ -325,6 +385,7 @@ class RenderLoop:
     def stop(self) -> None:
         """After an error or interruption: close the journal, and rewrite the index files of what
         is complete when the loop finalizes (an OSError there keeps the previous files)."""
+        self._commit_complete()
         self._journal.close()
         self._bar.close()
         if self.finalize:
@@ -333,9 +394,24 @@ class RenderLoop:
             except OSError:
                 pass  # e.g. still no space: the previous index files stay intact (atomic writes)
 
+    def _commit_complete(self) -> None:
+        """Keep the images rendered so far (they are whole), unless that fails too (e.g. no space
+        for the journal): then they are rendered again on resume."""
+        try:
+            self._journal.commit()
+        except OSError:
+            self._journal.discard()
+
     def finish(self) -> RenderResult:
-        """Close the journal; rewrite the index files when the loop finalizes."""
-        self._journal.close()
+        """Commit and close the journal; rewrite the index files when the loop finalizes."""
+        try:
+            self._journal.commit()
+        except OSError as exc:
+            self._journal.discard()
+            _raise_disk_full(exc, self.root, len(completed_indices(self.root)))
+            raise
+        finally:
+            self._journal.close()
         self._bar.close()
         if self.finalize:
             complete = write_index_files(self.spec, self.root, blender_version=self.blender_version,
@@ -374,28 +450,23 @@ def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
 
 
 def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, journal: Journal) -> None:
+    """Render one row to temporary files and queue them in the journal (Journal.commit puts
+    them in place); on any error its temporary files are deleted."""
     image = root / row["file_name"]
     mask = root / row["mask_file"] if row["mask_file"] else None
     tmp_image = temp_path(image)
     tmp_mask = temp_path(mask) if mask is not None else None
+    files = [(tmp_image, image)] + ([(tmp_mask, mask)] if mask is not None else [])
     try:
         render_image(row, tmp_image, tmp_mask)
-        for tmp, final in ((tmp_image, image), (tmp_mask, mask)):
-            if tmp is not None and (not tmp.is_file() or tmp.stat().st_size == 0):
+        for tmp, final in files:
+            if not tmp.is_file() or tmp.stat().st_size == 0:
                 raise RuntimeError(f"the renderer wrote no file {tmp} for {final.name} (sample {row['index']})")
-        _fsync_file(tmp_image)
-        if tmp_mask is not None:
-            _fsync_file(tmp_mask)
-            os.replace(tmp_mask, mask)
-        os.replace(tmp_image, image)
-        _fsync_dir(image.parent)
-        if mask is not None:
-            _fsync_dir(mask.parent)
-    finally:
-        tmp_image.unlink(missing_ok=True)
-        if tmp_mask is not None:
-            tmp_mask.unlink(missing_ok=True)
-    journal.append(row["index"], row["file_name"], row["mask_file"])
+    except BaseException:
+        for tmp, _ in files:
+            tmp.unlink(missing_ok=True)
+        raise
+    journal.add(row["index"], row["file_name"], row["mask_file"], files)
 
 
 def _raise_disk_full(exc: OSError, root: Path, complete: int) -> None:
