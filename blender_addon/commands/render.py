@@ -205,6 +205,13 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
                                      threads=worker_threads(count, getattr(args, "threads", None)))
 
     workers = []
+
+    def forward_stop() -> None:
+        # A `kill -INT` of the parent alone: pass it on at once; workers stop after their current image.
+        for _, proc, _ in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+
     try:
         for w in range(1, count + 1):
             log = open(log_dir / f"worker-{w}.log", "wb")
@@ -212,18 +219,19 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
             proc = subprocess.Popen(worker_command(worker_args, w, count), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env)
             workers.append((w, proc, log))
+            if stop.requested():
+                break
+        stop.on_request = forward_stop
+        if stop.requested():
+            forward_stop()
+        kill_at = time.monotonic() + STOP_GRACE_SECONDS
         planned = set(indices)
         bar = Progress(len(planned), label=f"render {spec.name} ({count} workers)", enabled=args.progress)
-        kill_at = None
         while any(proc.poll() is None for _, proc, _ in workers):
-            if stop.requested() and kill_at is None:
-                # Forward it (a `kill -INT` of the parent alone); workers stop after their current image.
-                for _, proc, _ in workers:
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGINT)
+            if not stop.requested():
                 kill_at = time.monotonic() + STOP_GRACE_SECONDS
-            if kill_at is not None and time.monotonic() > kill_at:
-                break
+            elif time.monotonic() > kill_at:
+                break  # workers that did not stop in time are killed below
             bar.set(len(planned.intersection(render_set.journal_entries(out))))
             time.sleep(POLL_SECONDS)
     finally:

@@ -18,7 +18,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -30,9 +30,13 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.parent_pid: int | None = None
+        self.on_request: Callable[[], None] | None = None  # run once, at the first signal
 
-    def set(self, signum: int, frame=None) -> None:  # a signal handler: just remember it
+    def set(self, signum: int, frame=None) -> None:  # the signal handler: remember it, no exception
+        first = self.signum is None
         self.signum = signum
+        if first and self.on_request is not None:
+            self.on_request()
 
     def parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid

@@ -57,3 +57,12 @@ def test_the_kernel_is_asked_for_sigterm_when_the_parent_dies():
         assert now.value == signal.SIGTERM
     finally:
         libc.prctl(1, old.value, 0, 0, 0)
+
+
+def test_the_first_stop_signal_runs_on_request_once():
+    calls = []
+    with stop_requests() as stop:
+        stop.on_request = lambda: calls.append(stop.signum)
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert calls == [signal.SIGINT]
