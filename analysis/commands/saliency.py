@@ -1,11 +1,13 @@
 """`carprobe saliency SET --models A B …`: attribution maps of embedding models on a render set,
 compared between models (Kobs et al.'s model × model matrix) and measured against the render's
-part masks, with the cascading-randomisation sanity check.
+part masks, with Adebayo et al.'s cascading and independent randomisation sanity checks.
 
 Writes into --out: maps/*.npz (float16, reused on the next run), saliency_compare.csv
 (model_a, model_b, metric, mean, ci_low, ci_high, n), saliency_compare_per_image.csv,
 saliency_masks.csv (model, part, share, area), saliency_mask_summary.csv,
-saliency_masks_per_image.csv, saliency_sanity.csv, PNG figures and saliency.json (what was run).
+saliency_masks_per_image.csv, saliency_sanity.csv (cascading), saliency_sanity_independent.csv,
+PNG figures and saliency.json (what was run). Maps do not depend on --batch-size or
+--internal-batch-size: noise is drawn per image from (seed, image index).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sanity-images", type=int, default=4,
                         help="images for the cascading-randomisation check (0: skip)")
     parser.add_argument("--sanity-steps", type=int, default=8, help="randomisation steps (layer groups)")
+    parser.add_argument("--sanity-mode", choices=("cascading", "independent", "both"), default="both",
+                        help="Adebayo et al.'s randomisation: layers re-initialised cumulatively from the top "
+                             "(cascading), one at a time (independent), or both (default)")
     parser.add_argument("--sanity-all-models", action="store_true",
                         help="run the sanity check for every model (default: the first one)")
     parser.add_argument("--seed", type=int, default=0)
@@ -217,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         return targets.identity_centroids(full, car_labels, rows)
 
     maps: dict[str, np.ndarray] = {}
+    peaks: dict[str, np.ndarray] = {}  # each map's strongest pixel before normalisation (pointing game)
     total = len(models) * len(indices)
     bar = tqdm(total=total, desc=f"saliency {args.method}", unit="map", disable=not args.progress)
     for name, model in zip(names, models):
@@ -229,17 +235,20 @@ def run(args: argparse.Namespace) -> int:
             if not full_target:
                 full_target.append(make_target(model))
             pos = [indices.index(i) for i in missing]
-            chunks = []
+            chunks, chunk_peaks = [], []
             for s in range(0, len(pos), args.batch_size):
                 sel = pos[s:s + args.batch_size]
-                chunks.append(methods.attribute(model, images[sel], args.method, full_target[0].subset(sel),
-                                                internal_batch_size=args.internal_batch_size, **opts))
+                got, peak = methods.attribute(model, images[sel], args.method, full_target[0].subset(sel),
+                                              indices=[indices[p] for p in sel], return_peaks=True,
+                                              internal_batch_size=args.internal_batch_size, **opts)
+                chunks.append(got)
+                chunk_peaks.append(peak)
                 bar.update(len(sel))
-            return np.concatenate(chunks)
+            return np.concatenate(chunks), np.concatenate(chunk_peaks)
 
-        maps[name] = store.get(indices, compute, model_name=name, fingerprint=model.fingerprint,
-                               method=args.method, target=args.target, options=store_opts,
-                               set_hash=data.set_hash, on_reuse=bar.update)
+        maps[name], peaks[name] = store.get(indices, compute, model_name=name, fingerprint=model.fingerprint,
+                                            method=args.method, target=args.target, options=store_opts,
+                                            set_hash=data.set_hash, on_reuse=bar.update)
     bar.close()
 
     # Models with different crops give maps of different sizes: compare on the first model's grid.
@@ -247,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
     for name in names[1:]:
         if maps[name].shape[1:] != size:
             print(f"{name}: maps resized from {maps[name].shape[1:]} to {size} for the comparison")
+            peaks[name] = masks.rescale_peaks(peaks[name], maps[name].shape[1:], size)
             maps[name] = torch.nn.functional.interpolate(torch.from_numpy(maps[name])[:, None], size=size,
                                                          mode="bilinear", align_corners=False)[:, 0].numpy()
 
@@ -281,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         model_masks = {}
         for name, model in zip(names, models):
             model_masks[name] = np.stack([masks.mask_to_input(m, models[0].preprocess) for m in raw_masks])
-        shares, mask_summary, mask_per_image = masks.mask_tables(maps, model_masks, parts, indices)
+        shares, mask_summary, mask_per_image = masks.mask_tables(maps, model_masks, parts, indices, peaks=peaks)
         write_csv(shares, "saliency_masks.csv")
         write_csv(mask_summary, "saliency_mask_summary.csv")
         write_csv(mask_per_image, "saliency_masks_per_image.csv")
@@ -294,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
 
         n_sanity = min(args.sanity_images, len(indices))
         chosen = list(zip(names, models)) if args.sanity_all_models else [(names[0], models[0])]
-        tables = []
+        modes = ("cascading", "independent") if args.sanity_mode == "both" else (args.sanity_mode,)
+        tables: dict[str, list] = {mode: [] for mode in modes}
         for name, model in tqdm(chosen, desc="sanity check", unit="model", disable=not args.progress):
             images = images_for(model, "", image_paths)
             factory = make_target_factory(model, images)
@@ -303,15 +314,20 @@ def run(args: argparse.Namespace) -> int:
             def make_target(m, factory=factory, model=model, full=full):
                 return (full if m is model else factory(m)).subset(slice(0, n_sanity))
 
-            table = sanity.cascading_randomization(model, images[:n_sanity], args.method, make_target,
-                                                   max_steps=args.sanity_steps, seed=args.seed,
-                                                   internal_batch_size=args.internal_batch_size,
-                                                   **{k: v for k, v in opts.items() if k != "seed"})
-            table.insert(0, "model", name)
-            tables.append(table)
-        sanity_table = pd.concat(tables, ignore_index=True)
-        write_csv(sanity_table, "saliency_sanity.csv")
-        write_png(figures.sanity_curve(sanity_table), "saliency_sanity.png")
+            for mode in modes:
+                check = sanity.cascading_randomization if mode == "cascading" else sanity.independent_randomization
+                table = check(model, images[:n_sanity], args.method, make_target, max_steps=args.sanity_steps,
+                              seed=args.seed, indices=indices[:n_sanity],
+                              internal_batch_size=args.internal_batch_size,
+                              **{k: v for k, v in opts.items() if k != "seed"})
+                table.insert(0, "model", name)
+                tables[mode].append(table)
+        for mode, frames in tables.items():
+            suffix = "" if mode == "cascading" else "_independent"
+            sanity_table = pd.concat(frames, ignore_index=True)
+            write_csv(sanity_table, f"saliency_sanity{suffix}.csv")
+            write_png(figures.sanity_curve(sanity_table, cumulative=mode == "cascading"),
+                      f"saliency_sanity{suffix}.png")
 
     shown = min(6, len(indices))
     display = [_display_image(p, models[0].preprocess) for p in image_paths[:shown]]

@@ -1,7 +1,9 @@
 """Comparing attribution maps between models, image by image (Kobs et al.'s step 1).
 
 Per image and model pair: Spearman and Pearson correlation of the flattened maps,
-Jensen–Shannon divergence (base 2, so 0..1) of the magnitudes normalised to sum 1, top-k %
+Jensen–Shannon divergence in nats (natural log, 0..ln 2, as Kobs et al.'s
+``scipy.spatial.distance.jensenshannon(p, q) ** 2``; metric name ``js_nats``) of the magnitudes
+normalised to sum 1, top-k %
 overlap (IoU of the k % highest-magnitude pixels of each map) and SSIM (Gaussian window,
 sigma 1.5, 11 x 11, on maps scaled to 0..1). Over images: the mean with a confidence interval;
 correlations are averaged on Fisher's z = artanh(r) and transformed back.
@@ -17,10 +19,10 @@ from scipy import ndimage, stats
 
 from blender_addon.core.errors import CarprobeError
 
-METRICS = ("spearman", "pearson", "js", "iou", "ssim")
+METRICS = ("spearman", "pearson", "js_nats", "iou", "ssim")
 CORRELATIONS = ("spearman", "pearson")
 # Value of each metric for a map compared with itself (the matrix diagonal).
-SELF_VALUE = {"spearman": 1.0, "pearson": 1.0, "js": 0.0, "iou": 1.0, "ssim": 1.0}
+SELF_VALUE = {"spearman": 1.0, "pearson": 1.0, "js_nats": 0.0, "iou": 1.0, "ssim": 1.0}
 _R_LIMIT = 1 - 1e-7  # artanh(+-1) is infinite; identical maps still average to ~1
 
 
@@ -40,7 +42,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def js_divergence(a: np.ndarray, b: np.ndarray) -> float:
-    """Jensen–Shannon divergence (bits) of |a| and |b| normalised to sum 1."""
+    """Jensen–Shannon divergence in nats (0..ln 2) of |a| and |b| normalised to sum 1."""
     p, q = np.abs(_flat(a)), np.abs(_flat(b))
     if p.sum() <= 0 or q.sum() <= 0:
         return float("nan")
@@ -49,7 +51,7 @@ def js_divergence(a: np.ndarray, b: np.ndarray) -> float:
 
     def kl(x: np.ndarray) -> float:
         nz = x > 0
-        return float((x[nz] * np.log2(x[nz] / m[nz])).sum())
+        return float((x[nz] * np.log(x[nz] / m[nz])).sum())
 
     return max(0.0, 0.5 * kl(p) + 0.5 * kl(q))
 
@@ -102,7 +104,7 @@ def pair_metrics(maps_a: np.ndarray, maps_b: np.ndarray, metrics: Iterable[str] 
     maps_a, maps_b = np.asarray(maps_a), np.asarray(maps_b)
     if maps_a.shape != maps_b.shape:
         raise CarprobeError(f"maps to compare differ in shape: {maps_a.shape} vs {maps_b.shape}")
-    funcs = {"spearman": spearman, "pearson": pearson, "js": js_divergence,
+    funcs = {"spearman": spearman, "pearson": pearson, "js_nats": js_divergence,
              "iou": lambda a, b: topk_iou(a, b, k), "ssim": ssim}
     out = {}
     for metric in metrics:

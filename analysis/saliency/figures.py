@@ -67,8 +67,8 @@ def matrix_figure(names: Sequence[str], mats: Mapping[str, tuple[np.ndarray, np.
         ax.set_visible(False)
     for k, (ax, metric) in enumerate(zip(axes.ravel(), metrics)):
         mean, lo, hi = mats[metric]
-        vmin, vmax = (0.0, 1.0) if metric == "js" else (min(0.0, float(np.nanmin(mean))), 1.0)
-        cmap = colormaps["viridis_r" if metric == "js" else "viridis"]
+        vmin, vmax = (0.0, float(np.log(2))) if metric == "js_nats" else (min(0.0, float(np.nanmin(mean))), 1.0)
+        cmap = colormaps["viridis_r" if metric == "js_nats" else "viridis"]
         ax.imshow(mean, cmap=cmap, vmin=vmin, vmax=vmax)
         for i in range(n):
             for j in range(n):
@@ -106,8 +106,9 @@ def mask_share_bars(shares, parts: Sequence[str]) -> bytes:
     return figure_png(fig)
 
 
-def sanity_curve(table) -> bytes:
-    """Similarity to the original maps vs cascading randomisation step, one line per model."""
+def sanity_curve(table, cumulative: bool = True) -> bytes:
+    """Similarity to the original maps vs randomisation step, one line per model; cumulative
+    steps are labelled "…layer" (that layer and everything above), independent ones "layer"."""
     metrics = list(dict.fromkeys(table["metric"]))
     fig, axes = new_figure(SINGLE * len(metrics) * 0.9, 2.3, 1, len(metrics), squeeze=False)
     models = list(dict.fromkeys(table["model"]))
@@ -118,7 +119,8 @@ def sanity_curve(table) -> bytes:
             ax.plot(sub["step"], sub["mean"], marker="o", ms=3, color=colors[model], label=model)
             ax.fill_between(sub["step"], sub["ci_low"], sub["ci_high"], color=colors[model], alpha=0.2, lw=0)
         sub = table[(table["model"] == models[0]) & (table["metric"] == metric)].sort_values("step")
-        ax.set_xticks(sub["step"], ["original"] + [f"…{layer}" for layer in sub["layer"][1:]], rotation=60,
+        prefix = "…" if cumulative else ""
+        ax.set_xticks(sub["step"], ["original"] + [f"{prefix}{layer}" for layer in sub["layer"][1:]], rotation=60,
                       ha="right", fontsize=5)
         ax.set_ylabel(f"{metric} to original")
         ax.axhline(0, color="#999999", lw=0.5)

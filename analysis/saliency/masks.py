@@ -7,7 +7,11 @@ A mask PNG holds one part id per pixel in the order of `blender_addon.core.schem
 
 The attribution *mass* of a pixel is the magnitude of its map value. Per-part shares divide the
 mass over every part id present, so they sum to 1; the car is every part but background and
-ground. The pointing game asks whether the single highest-magnitude pixel lies on the car.
+ground. The pointing game asks whether the single highest-magnitude pixel lies on the car; that
+pixel is taken from the map before normalisation (`attribute(..., return_peaks=True)`), because
+percentile normalisation clips the top 1% of pixels to the same value. Given only a map whose
+maximum is tied, the score is the share of the tied pixels on the car (the expected hit of a
+random pick), never whichever tied pixel comes first.
 `area` (the share of pixels of each part) is what a uniform map would give.
 """
 
@@ -90,14 +94,31 @@ def part_areas(mask: np.ndarray, n_parts: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-def pointing_game(map_: np.ndarray, mask: np.ndarray, car: Iterable[int]) -> bool:
-    """Is the highest-magnitude pixel on the car? (ties: the first such pixel, row-major)"""
+def pointing_game(map_: np.ndarray, mask: np.ndarray, car: Iterable[int], peak: int | None = None) -> float:
+    """1.0 if the strongest pixel is on the car, else 0.0. peak: its flat (row-major) index from
+    the unnormalised map; without it, the share of the map's tied maximum pixels on the car."""
     map_ = np.abs(np.asarray(map_))
     _check(map_, mask)
-    return bool(np.isin(mask.ravel()[int(np.argmax(map_))], list(car)))
+    on_car = np.isin(mask.ravel(), list(car))
+    if peak is not None:
+        if not 0 <= int(peak) < map_.size:
+            raise CarprobeError(f"peak {peak} is outside the map's {map_.size} pixels")
+        return float(on_car[int(peak)])
+    flat = map_.ravel()
+    tied = flat == flat.max()
+    return float(on_car[tied].mean())
 
 
-def wilson_interval(hits: int, n: int, ci: float = 0.95) -> tuple[float, float]:
+def rescale_peaks(peaks: np.ndarray, shape: tuple[int, int], to: tuple[int, int]) -> np.ndarray:
+    """Flat peak indices on an (h, w) map moved to the matching pixel of an (H, W) map."""
+    h, w = shape
+    rows, cols = np.divmod(np.asarray(peaks, dtype=np.int64), w)
+    rows = np.minimum(((rows + 0.5) * to[0] / h).astype(np.int64), to[0] - 1)
+    cols = np.minimum(((cols + 0.5) * to[1] / w).astype(np.int64), to[1] - 1)
+    return rows * to[1] + cols
+
+
+def wilson_interval(hits: float, n: int, ci: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a hit rate: stays inside [0, 1] (a t-interval on 0/1 outcomes
     does not, and collapses to a point when every image hits)."""
     if n == 0:
@@ -114,10 +135,12 @@ def wilson_interval(hits: int, n: int, ci: float = 0.95) -> tuple[float, float]:
 
 
 def mask_tables(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], names: Sequence[str],
-                indices: Sequence[int], ci: float = 0.95):
+                indices: Sequence[int], ci: float = 0.95, peaks: Mapping[str, np.ndarray] | None = None):
     """Mask results for every model → (shares, summary, per_image) DataFrames.
 
-    maps[model]: (N, H, W); masks[model]: (N, H, W) part ids in that model's input geometry.
+    maps[model]: (N, H, W); masks[model]: (N, H, W) part ids in that model's input geometry;
+    peaks[model]: (N,) flat index of each map's strongest pixel before normalisation (see
+    `pointing_game`; without it, tied maxima of the stored maps are shared out).
     shares: model, part, share, area (means over images; shares sum to 1 per model).
     summary: model, metric (car_share, pointing_game), mean, ci_low, ci_high, n.
     per_image: image, model, part, share.
@@ -132,7 +155,9 @@ def mask_tables(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
         model_masks = masks[model]
         shares = np.array([part_shares(m, k, len(names)) for m, k in zip(model_maps, model_masks)])
         areas = np.array([part_areas(k, len(names)) for k in model_masks])
-        hits = np.array([pointing_game(m, k, car) for m, k in zip(model_maps, model_masks)], dtype=float)
+        model_peaks = [None] * len(model_maps) if peaks is None or model not in peaks else peaks[model]
+        hits = np.array([pointing_game(m, k, car, p) for m, k, p in zip(model_maps, model_masks, model_peaks)],
+                        dtype=float)
         valid = np.isfinite(shares).all(axis=1)
         mean_share = shares[valid].mean(axis=0) if valid.any() else np.full(len(names), np.nan)
         for p, name in enumerate(names):
@@ -145,7 +170,7 @@ def mask_tables(maps: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray],
             mean, lo, hi, n = summarize(values, metric, ci)
             summary_rows.append({"model": model, "metric": metric, "mean": mean, "ci_low": lo, "ci_high": hi,
                                  "n": n})
-        lo, hi = wilson_interval(int(hits.sum()), len(hits), ci)
+        lo, hi = wilson_interval(float(hits.sum()), len(hits), ci)
         summary_rows.append({"model": model, "metric": "pointing_game", "mean": float(hits.mean()) if len(hits)
                              else float("nan"), "ci_low": lo, "ci_high": hi, "n": len(hits)})
     return pd.DataFrame(shares_rows), pd.DataFrame(summary_rows), pd.DataFrame(per_image)

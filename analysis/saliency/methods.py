@@ -12,15 +12,22 @@ largest magnitude; ``percentile``: min -> 0, 99th percentile -> 1, clipped; ``su
 sum to 1; ``none``). Normalisation keeps float16 storage exact enough (raw gradients of a
 cosine can be ~1e-8) and makes one colour scale meaningful across models.
 
-Determinism: all random draws (noise, GradientShap baselines) come from a seeded generator
-inside ``torch.random.fork_rng``, so the same call gives the same maps and the caller's global
-RNG state is untouched. (On GPUs some backward kernels are not bit-deterministic.)
+Determinism and batching: the noisy methods (``smoothgrad``, ``gradshap``, ``kobs2021``) draw
+the noise of sample j of an image from a generator seeded by (seed, the image's index in the set,
+j), with a standard deviation of ``noise`` times that image's own value range. So an image's
+map does not depend on which images share its batch or on ``internal_batch_size``: batching
+changes speed, not maps (up to float rounding), which the map store's key relies on. Nothing
+touches the caller's global RNG. (On GPUs some backward kernels are not bit-deterministic.)
+
+Peaks: ``attribute(..., return_peaks=True)`` also returns each map's strongest pixel, taken from
+the map before normalisation: percentile normalisation clips about 1% of pixels to exactly 1,
+and the float16 map store rounds, so a peak read from a stored map would be a tie.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "occlusion": {"reduce": "abs_mean", "normalize": "max", "window": None, "stride": None},
     "gradcam": {"reduce": "abs_mean", "normalize": "max", "layer": None},
     "smoothgrad": {"reduce": "abs_mean", "normalize": "max", "n_samples": 25, "noise": 0.15},
-    # Kobs et al. (ICCV 2021): 50 noisy copies, std 0.15 x value range, channel mean, abs,
+    # Kobs et al. (ICCV 2021): 50 noisy copies, std 0.15 x value range, channel mean, then abs,
     # summed, min -> 0 and 99th percentile -> 1, clipped.
     "kobs2021": {"reduce": "mean_abs_sum", "normalize": "percentile", "n_samples": 50, "noise": 0.15},
 }
@@ -60,6 +67,8 @@ def method_options(method: str, **opts: Any) -> dict[str, Any]:
     out.update({k: v for k, v in opts.items() if v is not None or k in ("layer",)})
     if method != "kobs2021" and out["reduce"] not in REDUCTIONS:
         raise CarprobeError(f"reduce {out['reduce']!r} is not allowed; allowed: {', '.join(REDUCTIONS)}")
+    if isinstance(out["seed"], bool) or not isinstance(out["seed"], (int, np.integer)) or out["seed"] < 0:
+        raise CarprobeError(f"seed {out['seed']!r} is not allowed; expected an integer >= 0")
     if out["normalize"] not in NORMALIZATIONS:
         raise CarprobeError(f"normalize {out['normalize']!r} is not allowed; allowed: {', '.join(NORMALIZATIONS)}")
     return out
@@ -144,27 +153,58 @@ def normalize_maps(maps: np.ndarray, how: str, percentile: float = 99.0) -> np.n
     raise CarprobeError(f"normalize {how!r} is not allowed; allowed: {', '.join(NORMALIZATIONS)}")
 
 
-def _kobs2021(model, x, target: ExplainedScalar, n_samples: int, noise: float, chunk: int,
-              generator: torch.Generator) -> torch.Tensor:
-    """Their gradient_explainer: sum over noisy copies of |channel-mean input gradient|."""
-    b = len(x)
+def _stream_seed(seed: int, index: int, sample: int) -> int:
+    """A 63-bit seed for the noise of one (image index, sample): independent streams per pair."""
+    return int(np.random.SeedSequence([int(seed), int(index), int(sample)]).generate_state(1, np.uint64)[0]) >> 1
+
+
+def _image_noise(indices: Sequence[int], samples: range, shape: tuple[int, ...], seed: int,
+                 device: torch.device, dtype: torch.dtype, with_alpha: bool = False):
+    """(len(indices), len(samples), *shape) standard normal noise, and (with_alpha) one uniform
+    draw per pair, each from its own (seed, index, sample) stream."""
+    eps = torch.empty((len(indices), len(samples)) + tuple(shape), device=device, dtype=dtype)
+    alpha = torch.empty((len(indices), len(samples)), device=device, dtype=dtype)
+    for a, index in enumerate(indices):
+        for b, sample in enumerate(samples):
+            g = torch.Generator(device=device).manual_seed(_stream_seed(seed, index, sample))
+            eps[a, b] = torch.randn(shape, generator=g, device=device, dtype=dtype)
+            if with_alpha:
+                alpha[a, b] = torch.rand((), generator=g, device=device, dtype=dtype)
+    return eps, alpha
+
+
+def _noisy_gradients(kind: str, model, x, target: ExplainedScalar, n_samples: int, noise: float, chunk: int,
+                     indices: Sequence[int], seed: int) -> torch.Tensor:
+    """The noisy-gradient methods, one loop:
+    kobs2021: sum over samples of |channel mean of the input gradient| (Kobs et al.'s explainer), (B, H, W);
+    smoothgrad: mean input gradient over samples (Smilkov et al.), (B, C, H, W);
+    gradshap: mean over samples of gradient x (noisy input - black) at a uniform point between
+    the black image and the noisy input (Lundberg & Lee's expected gradients), (B, C, H, W)."""
+    b, shape = len(x), tuple(x.shape[1:])
     std = (noise * _value_range(x)).view(b, 1, 1, 1, 1)
-    total = torch.zeros((b,) + tuple(x.shape[2:]), device=x.device)
-    done = 0
-    while done < n_samples:
-        k = min(chunk, n_samples - done)
-        eps = torch.randn((b, k) + tuple(x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-        noisy = (x.unsqueeze(1) + std * eps).flatten(0, 1).requires_grad_(True)
+    black = black_image(model, x).unsqueeze(1) if kind == "gradshap" else None
+    total = torch.zeros((b,) + (shape[1:] if kind == "kobs2021" else shape), device=x.device)
+    for s0 in range(0, n_samples, chunk):
+        samples = range(s0, min(s0 + chunk, n_samples))
+        k = len(samples)
+        eps, alpha = _image_noise(indices, samples, shape, seed, x.device, x.dtype, with_alpha=kind == "gradshap")
+        noisy = x.unsqueeze(1) + std * eps                                  # (B, k, C, H, W)
+        point = noisy if black is None else black + alpha.view(b, k, 1, 1, 1) * (noisy - black)
+        point = point.flatten(0, 1).requires_grad_(True)
         anchors = None if target.anchors is None else target.anchors.repeat_interleave(k, dim=0)
-        score = target.score(model, noisy, anchors)
-        (grad,) = torch.autograd.grad(score.sum(), noisy)
-        total += grad.view((b, k) + tuple(x.shape[1:])).mean(dim=2).abs().sum(dim=1)
-        done += k
-    return total
+        (grad,) = torch.autograd.grad(target.score(model, point, anchors).sum(), point)
+        grad = grad.view((b, k) + shape)
+        if kind == "kobs2021":
+            total += grad.mean(dim=2).abs().sum(dim=1)  # channel mean first, then abs
+        elif kind == "smoothgrad":
+            total += grad.sum(dim=1)
+        else:
+            total += (grad * (noisy - black)).sum(dim=1)
+    return total if kind == "kobs2021" else total / n_samples
 
 
 def attribute(model: torch.nn.Module, images: torch.Tensor, method: str, target: ExplainedScalar,
-              **opts: Any) -> np.ndarray:
+              indices: Sequence[int] | None = None, return_peaks: bool = False, **opts: Any):
     """Attribution maps of `target` for a batch of preprocessed images (B, C, H, W).
 
     Returns float32 maps (B, H, W) (or (B, C, H, W) with reduce="none"), post-processed as the
@@ -172,7 +212,9 @@ def attribute(model: torch.nn.Module, images: torch.Tensor, method: str, target:
     of the value range; smoothgrad, gradshap, kobs2021), window and stride (occlusion, pixels),
     layer (gradcam: module or name), internal_batch_size (evaluations per forward pass for ig,
     smoothgrad, gradshap, kobs2021 copies and occlusion windows), seed, reduce, normalize,
-    percentile.
+    percentile. indices: each image's index in its set (default 0..B-1), which with the seed
+    fixes its noise. return_peaks: also return (B,) int64, each map's strongest pixel (flat
+    index, row-major) before normalisation.
     """
     o = method_options(method, **opts)
     if images.dim() != 4:
@@ -183,31 +225,32 @@ def attribute(model: torch.nn.Module, images: torch.Tensor, method: str, target:
     target = target.to(device)
     if target.anchors is not None and len(target.anchors) != len(x):
         raise CarprobeError(f"target has {len(target.anchors)} anchors for {len(x)} images")
+    indices = list(range(len(x))) if indices is None else [int(i) for i in indices]
+    if len(indices) != len(x):
+        raise CarprobeError(f"indices: {len(indices)} image indices for {len(x)} images; expected one per image")
     f = target.forward_func(model)
     args = target.forward_args()
     ibs = o["internal_batch_size"]
     fork_devices = [device.index or 0] if device.type == "cuda" else []
-    numpy_state = np.random.get_state()  # captum's GradientShap draws its scales from numpy
-    try:
-        with torch.random.fork_rng(devices=fork_devices), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-            torch.manual_seed(int(o["seed"]))
-            np.random.seed(int(o["seed"]) % 2**32)
-            generator = torch.Generator(device=device).manual_seed(int(o["seed"]))
-            attr = _run_method(method, model, x, target, f, args, o, ibs, generator)
-    finally:
-        np.random.set_state(numpy_state)
+    with torch.random.fork_rng(devices=fork_devices), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        torch.manual_seed(int(o["seed"]))  # a model that draws at random (dropout left on) stays seeded
+        attr = _run_method(method, model, x, target, f, args, o, ibs, indices)
     if method == "kobs2021":
         maps = attr
     else:
         maps = reduce_channels(attr, o["reduce"])
     maps = maps.detach().float().cpu().numpy()
-    return normalize_maps(maps, o["normalize"], float(o["percentile"]))
+    normalized = normalize_maps(maps, o["normalize"], float(o["percentile"]))
+    if not return_peaks:
+        return normalized
+    magnitude = np.abs(maps).reshape(len(maps), -1) if maps.ndim == 3 else \
+        np.abs(maps).sum(axis=1).reshape(len(maps), -1)
+    return normalized, magnitude.argmax(axis=1).astype(np.int64)
 
 
-def _run_method(method, model, x, target, f, args, o, ibs, generator) -> torch.Tensor:
-    from captum.attr import (GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
-                             Occlusion, Saliency)
+def _run_method(method, model, x, target, f, args, o, ibs, indices) -> torch.Tensor:
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
     if method == "saliency":
         return Saliency(f).attribute(x, additional_forward_args=args, abs=False)
@@ -215,16 +258,11 @@ def _run_method(method, model, x, target, f, args, o, ibs, generator) -> torch.T
         black = black_image(model, x).expand_as(x)
         return IntegratedGradients(f).attribute(x, baselines=black, additional_forward_args=args,
                                                 n_steps=int(o["n_steps"]), internal_batch_size=ibs)
-    if method == "gradshap":
-        black = black_image(model, x)
-        stdev = float(o["noise"] * _value_range(x).max())
-        return GradientShap(f).attribute(x, baselines=black, n_samples=int(o["n_samples"]), stdevs=stdev,
-                                         additional_forward_args=args)
-    if method == "smoothgrad":
-        stdev = float(o["noise"] * _value_range(x).max())  # captum takes one std per input tensor
-        return NoiseTunnel(Saliency(f)).attribute(x, nt_type="smoothgrad", nt_samples=int(o["n_samples"]),
-                                                  nt_samples_batch_size=ibs, stdevs=stdev,
-                                                  additional_forward_args=args, abs=False)
+    if method in ("gradshap", "smoothgrad", "kobs2021"):
+        # internal_batch_size counts forward evaluations: that many noisy copies of the batch
+        chunk = max(1, int(ibs) // len(x)) if ibs else int(o["n_samples"])
+        return _noisy_gradients(method, model, x, target, int(o["n_samples"]), float(o["noise"]), chunk,
+                                indices, int(o["seed"]))
     if method == "occlusion":
         c, h, w = x.shape[1:]
         window = int(o["window"] or max(2, round(min(h, w) / 8)))
@@ -239,15 +277,13 @@ def _run_method(method, model, x, target, f, args, o, ibs, generator) -> torch.T
             layer = find_layer(model, x, layer)
         cam = LayerGradCam(f, layer).attribute(x, additional_forward_args=args, relu_attributions=True)
         return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
-    if method == "kobs2021":
-        return _kobs2021(model, x, target, int(o["n_samples"]), float(o["noise"]), max(1, int(ibs) // len(x)) if ibs else int(o["n_samples"]), generator)
     raise CarprobeError(f"unknown saliency method {method!r}; allowed: {', '.join(METHODS)}")
 
 
 def options_for_store(method: str, **opts: Any) -> dict[str, Any]:
     """The options that define a map (JSON-able; the layer by name), for the map store key."""
     o = method_options(method, **opts)
-    o.pop("internal_batch_size", None)  # batching changes speed, not maps
+    o.pop("internal_batch_size", None)  # batching changes speed, not maps (per-image noise streams)
     if isinstance(o.get("layer"), torch.nn.Module):
         raise CarprobeError("pass gradcam's layer by name to store maps")
     return o

@@ -16,7 +16,7 @@ from analysis.report import html as H
 
 MANIFEST = "saliency.json"
 METRIC_TEXT = {"spearman": "Spearman rank correlation", "pearson": "Pearson correlation",
-               "js": "Jensen–Shannon divergence (bits; 0 = same distribution)",
+               "js_nats": "Jensen–Shannon divergence (nats, 0..ln 2; 0 = same distribution)",
                "iou": "top-k % pixel overlap (IoU)", "ssim": "structural similarity (SSIM)"}
 
 
@@ -56,7 +56,11 @@ def section(results_dir, context) -> str | None:
         "distance the model trains with, to the embedding of a black image (Kobs et al.); <b>reference</b> = "
         "cosine similarity to another image of the same car; <b>centroid</b> = cosine similarity to the car's "
         "centroid without the image; <b>norm</b> = squared embedding norm. Maps are compared image by image; "
-        "correlations are averaged with Fisher's z; intervals are 95% over images."))
+        "correlations are averaged with Fisher's z; intervals are 95% over images. Jensen–Shannon divergence is "
+        "in nats (natural log, 0 to ln 2 ≈ 0.693), as Kobs et al. computed it. Noisy methods draw each image's "
+        "noise from (seed, image index), so a map does not depend on its batch. Pointing game: the strongest "
+        "pixel of the map before normalisation (normalisation clips about 1% of pixels to the same top "
+        "value)."))
 
     png = _png(folder, "saliency_grid.png")
     if png:
@@ -78,7 +82,8 @@ def section(results_dir, context) -> str | None:
         png = _png(folder, "saliency_masks.png")
         parts.append(context.measure(
             "Share of attribution mass (|map|) on each part of the render's own masks; shares sum to 1. "
-            "'pixel area' is what a uniform map would give. Pointing game: is the strongest pixel on the car?"))
+            "'pixel area' is what a uniform map would give. Pointing game: is the strongest pixel (of the map "
+            "before normalisation) on the car?"))
         if png:
             parts.append(context.figure(png, "Where the attribution mass falls, per car part."))
         wide = shares.pivot_table(index="model", columns="part", values="share", sort=False).reset_index()
@@ -88,13 +93,19 @@ def section(results_dir, context) -> str | None:
                                                       "hit rate, with 95% intervals over images."))
 
     sanity = _csv(folder, "saliency_sanity.csv")
-    if sanity is not None:
-        png = _png(folder, "saliency_sanity.png")
+    independent = _csv(folder, "saliency_sanity_independent.csv")
+    if sanity is not None or independent is not None:
         parts.append(context.measure(
-            "Sanity check (Adebayo et al., 2018): layers are re-initialised from the top down, cumulatively, and "
-            "the maps compared with the original. Maps that stay similar while the weights are destroyed show "
-            "the input (edges), not what the model learned."))
+            "Sanity checks (Adebayo et al., 2018): <b>cascading</b> re-initialises layers from the top down, "
+            "cumulatively; <b>independent</b> re-initialises one layer (group) at a time, every other layer "
+            "trained. After each step the maps are compared with the original. Maps that stay similar while "
+            "the weights are destroyed show the input (edges), not what the model learned."))
+    for table, png_name, what in ((sanity, "saliency_sanity.png", "Cascading"),
+                                  (independent, "saliency_sanity_independent.png", "Independent")):
+        if table is None:
+            continue
+        png = _png(folder, png_name)
         if png:
-            parts.append(context.figure(png, "Similarity to the original maps after each randomisation step."))
-        parts.append(context.table_html(sanity, "Cascading randomisation: similarity to the original maps."))
+            parts.append(context.figure(png, f"{what} randomisation: similarity to the original maps after each step."))
+        parts.append(context.table_html(table, f"{what} randomisation: similarity to the original maps."))
     return context.section("saliency", "Saliency: where the models look", *parts)

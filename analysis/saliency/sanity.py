@@ -1,9 +1,11 @@
-"""Sanity check of Adebayo et al. (NeurIPS 2018): cascading randomisation.
+"""Sanity checks of Adebayo et al. (NeurIPS 2018): cascading and independent randomisation.
 
-Layers are re-initialised from the top (the embedding head) down to the input, cumulatively;
-after each step the maps are recomputed (with the target rebuilt for the randomised model) and
-compared with the original maps. A method whose maps barely change while the weights are
-destroyed shows the input (edges, contrast), not what the model learned.
+Cascading: layers are re-initialised from the top (the embedding head) down to the input,
+cumulatively. Independent: one layer (group) at a time is re-initialised while every other
+layer keeps its trained weights, which shows each layer's own share of the map. After each step
+the maps are recomputed (with the target rebuilt for the randomised model) and compared with the
+original maps. A method whose maps barely change while the weights are destroyed shows the
+input (edges, contrast), not what the model learned.
 
 Layers are the modules that own parameters, in reverse registration order (torchvision and
 carprobe models register modules in forward order); with more than `max_steps` of them,
@@ -44,34 +46,49 @@ def reinitialize(module: nn.Module) -> None:
 
 
 def cascading_randomization(model: nn.Module, images: torch.Tensor, method: str,
-                            make_target: Callable[[nn.Module], ExplainedScalar], *, max_steps: int = 8,
-                            metrics: Iterable[str] = ("spearman", "ssim"), seed: int = 0, ci: float = 0.95,
-                            indices: Iterable[int] | None = None, progress: Callable[[], None] | None = None,
-                            **opts):
+                            make_target: Callable[[nn.Module], ExplainedScalar], **kwargs):
     """Similarity of maps to the original maps after each cumulative randomisation step.
 
     Returns a DataFrame: step, layer, metric, mean, ci_low, ci_high, n (step 0 = original,
-    layer "none"); `make_target(model)` rebuilds the explained scalar for a model.
+    layer "none"); `make_target(model)` rebuilds the explained scalar for a model. Keyword
+    arguments: max_steps, metrics, seed, ci, indices, progress, and attribute()'s options.
     """
+    return _randomization(model, images, method, make_target, cumulative=True, **kwargs)
+
+
+def independent_randomization(model: nn.Module, images: torch.Tensor, method: str,
+                              make_target: Callable[[nn.Module], ExplainedScalar], **kwargs):
+    """As `cascading_randomization`, but step s re-initialises only layer group s of a fresh copy
+    of the trained model (every other layer trained)."""
+    return _randomization(model, images, method, make_target, cumulative=False, **kwargs)
+
+
+def _randomization(model: nn.Module, images: torch.Tensor, method: str,
+                   make_target: Callable[[nn.Module], ExplainedScalar], *, cumulative: bool, max_steps: int = 8,
+                   metrics: Iterable[str] = ("spearman", "ssim"), seed: int = 0, ci: float = 0.95,
+                   indices: Iterable[int] | None = None, progress: Callable[[], None] | None = None, **opts):
     import pandas as pd
 
     metrics = list(metrics)
-    original = attribute(model, images, method, make_target(model), seed=seed, **opts)
+    indices = None if indices is None else list(indices)
+    original = attribute(model, images, method, make_target(model), indices=indices, seed=seed, **opts)
     rows = []
     for metric in metrics:
         mean, lo, hi, n = summarize(pair_metrics(original, original, [metric])[metric], metric, ci)
         rows.append({"step": 0, "layer": "none", "metric": metric, "mean": mean, "ci_low": lo, "ci_high": hi,
                      "n": n})
     work = copy.deepcopy(model).eval()
-    modules = dict(work.named_modules())
     device = next((p.device for p in work.parameters()), torch.device("cpu"))
     for step, (label, names) in enumerate(randomization_steps(work, max_steps), start=1):
+        if not cumulative:
+            work = copy.deepcopy(model).eval()
+        modules = dict(work.named_modules())
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(seed + step)
             for name in names:
                 reinitialize(modules[name])
         work.eval()
-        maps = attribute(work, images, method, make_target(work), seed=seed, **opts)
+        maps = attribute(work, images, method, make_target(work), indices=indices, seed=seed, **opts)
         values = pair_metrics(original, maps, metrics)
         for metric in metrics:
             mean, lo, hi, n = summarize(values[metric], metric, ci)

@@ -60,6 +60,8 @@ def test_cli_writes_maps_tables_and_figures_and_reuses_maps(tiny, capsys):
     assert set(shares.part) == {"background", "body", "glass", "wheels", "lights", "trim", "ground"}
     sanity = pd.read_csv(out / "saliency_sanity.csv")
     assert list(sanity["step"].unique()) == [0, 1, 2, 3] and set(sanity.model) == {"A"}
+    independent = pd.read_csv(out / "saliency_sanity_independent.csv")  # Adebayo et al.'s second check
+    assert list(independent["layer"]) == list(sanity["layer"]) and (out / "saliency_sanity_independent.png").is_file()
 
     maps = sorted((out / "maps").glob("*.npz"))
     assert len(maps) == 3  # one file per model name

@@ -23,7 +23,7 @@ def test_identical_models_correlate_1_and_other_weights_lower_it(images):
             for name, m in (("a", a), ("twin", twin), ("other", other))}
     summary, per_image = compare.compare_models(maps)
     get = summary.set_index(["model_a", "model_b", "metric"])["mean"]
-    for metric, same in (("spearman", 1), ("pearson", 1), ("js", 0), ("iou", 1), ("ssim", 1)):
+    for metric, same in (("spearman", 1), ("pearson", 1), ("js_nats", 0), ("iou", 1), ("ssim", 1)):
         assert get[("a", "twin", metric)] == pytest.approx(same, abs=1e-6)
     assert get[("a", "other", "spearman")] < 0.9
     assert set(summary.columns) == {"model_a", "model_b", "metric", "mean", "ci_low", "ci_high", "n"}
@@ -39,7 +39,11 @@ def test_metric_known_answers():
     assert compare.spearman(a, a ** 3) == pytest.approx(1)  # monotone: ranks agree
     left, right = np.zeros((4, 4)), np.zeros((4, 4))
     left[:, :2], right[:, 2:] = 1, 1
-    assert compare.js_divergence(left, right) == pytest.approx(1.0)  # disjoint supports: 1 bit
+    assert compare.js_divergence(left, right) == pytest.approx(np.log(2))  # disjoint supports: ln 2 nats
+    # Kobs et al.'s definition: scipy's Jensen-Shannon distance (natural log) squared
+    from scipy.spatial.distance import jensenshannon
+    b = rng.random((12, 12))
+    assert compare.js_divergence(a, b) == pytest.approx(jensenshannon(a.ravel() / a.sum(), b.ravel() / b.sum()) ** 2)
     assert compare.topk_iou(left, right, 0.5) == 0.0
     assert compare.ssim(a, a) == pytest.approx(1.0)
     assert compare.ssim(a, rng.random((12, 12))) < 0.5
@@ -50,9 +54,9 @@ def test_fisher_z_mean_and_intervals():
     mean, lo, hi, n = compare.summarize(r, "spearman")
     assert mean == pytest.approx(np.tanh(np.arctanh(r).mean())) and n == 2
     assert lo < mean < hi
-    mean, lo, hi, _ = compare.summarize(np.array([0.1, 0.2, 0.3]), "js", method="bootstrap")
+    mean, lo, hi, _ = compare.summarize(np.array([0.1, 0.2, 0.3]), "js_nats", method="bootstrap")
     assert mean == pytest.approx(0.2) and lo >= 0.1 and hi <= 0.3
-    assert compare.summarize(np.array([0.1, 0.2, 0.3]), "js", method="bootstrap") == (mean, lo, hi, 3)
+    assert compare.summarize(np.array([0.1, 0.2, 0.3]), "js_nats", method="bootstrap") == (mean, lo, hi, 3)
     assert np.isnan(compare.summarize(np.array([0.4]), "iou")[1])
 
 
@@ -111,17 +115,18 @@ def test_store_reuses_maps_and_keys_on_options(tmp_path):
 
     def compute(missing):
         calls.append(list(missing))
-        return np.stack([np.full((3, 3), i / 7, dtype=np.float32) for i in missing])
+        return np.stack([np.full((3, 3), i / 7, dtype=np.float32) for i in missing]), np.array(missing) % 9
 
     key = dict(model_name="model A", fingerprint="f1", method="ig", target="baseline", options={"n_steps": 4})
-    first = store.get([4, 2], compute, **key)
-    second = store.get([2, 9, 4], compute, **key)
+    first, first_peaks = store.get([4, 2], compute, **key)
+    second, second_peaks = store.get([2, 9, 4], compute, **key)
+    assert first_peaks.tolist() == [4, 2] and second_peaks.tolist() == [2, 0, 4]  # peaks travel with their maps
     assert calls == [[4, 2], [9]]
     np.testing.assert_allclose(second[:, 0, 0], [2 / 7, 9 / 7, 4 / 7], atol=1e-3)
     np.testing.assert_array_equal(first, second[[2, 0]])
     store.get([2], compute, **{**key, "options": {"n_steps": 8}})
     assert calls[-1] == [2]
-    maps, indices, meta = MapStore.read(next(tmp_path.glob("*.npz")))
+    maps, indices, peaks, meta = MapStore.read(next(tmp_path.glob("*.npz")))
     assert maps.dtype == np.float16 and meta["fingerprint"] == "f1"
 
 
