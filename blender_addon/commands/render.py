@@ -108,7 +108,7 @@ def _run(args: argparse.Namespace, stop: StopRequest) -> int:
             stop.die_with_parent(int(parent))
         # stdout is already the worker's log file: no redirection
         return _render_here(spec, out, indices[worker - 1::count], stop, progress=False, shard=shard,
-                            quiet=True, threads=threads, verbose=True)
+                            quiet=True, threads=threads, verbose=True, owner=False)  # the parent owns out
     if args.workers == 1 or len(indices) <= 1:
         return _render_here(spec, out, indices, stop, progress=args.progress, shard=shard,
                             threads=threads, verbose=getattr(args, "verbose", False))
@@ -116,16 +116,27 @@ def _run(args: argparse.Namespace, stop: StopRequest) -> int:
 
 
 def _render_here(spec, out: Path, indices: list[int], stop: StopRequest, progress: bool, shard,
-                 quiet: bool = False, threads: int | None = None, verbose: bool = False) -> int:
-    render_set.prepare_folder(spec, out)  # refuse a foreign folder before writing a log into it
-    log = contextlib.nullcontext(None) if verbose else blender_output_to(out / render_set.LOG_DIR / "render.log")
-    with log as progress_stream:
-        from ..blender.render import render_spec  # bpy only here
+                 quiet: bool = False, threads: int | None = None, verbose: bool = False,
+                 owner: bool = True) -> int:
+    # Own the folder (refuse a foreign or busy one) before writing a log into it; a run that
+    # fails before its first image leaves it as it was found.
+    claim = render_set.FolderClaim(spec, out, shard=shard) if owner else None
+    try:
+        log = contextlib.nullcontext(None) if verbose else blender_output_to(out / render_set.LOG_DIR / "render.log")
+        with log as progress_stream:
+            from ..blender.render import render_spec  # bpy only here
 
-        if stop.requested():  # Ctrl-C while bpy loaded
-            raise KeyboardInterrupt
-        result = render_spec(spec, out, indices, progress, shard=shard, threads=threads,
-                             progress_stream=progress_stream, stop_requested=stop.requested)
+            if stop.requested():  # Ctrl-C while bpy loaded
+                raise KeyboardInterrupt
+            result = render_spec(spec, out, indices, progress, shard=shard, threads=threads, owner=False,
+                                 progress_stream=progress_stream, stop_requested=stop.requested)
+    except BaseException:
+        if claim is not None:
+            claim.discard_if_unused()
+        raise
+    finally:
+        if claim is not None:
+            claim.release()
     if not quiet:
         print(f"{out}: {result.complete}/{result.total} images complete ({result.rendered} rendered now, "
               f"{result.skipped} already there)")
@@ -192,7 +203,16 @@ def _blender_binary() -> str | None:
 
 
 def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count: int, stop: StopRequest) -> int:
-    render_set.prepare_folder(spec, out)  # refuse a foreign folder before starting anyone
+    # own the folder (refuse a foreign or busy one) before starting anyone; the workers don't lock
+    claim = render_set.FolderClaim(spec, out, shard=shard)
+    try:
+        return _run_workers(args, spec, out, indices, shard, count, stop, claim)
+    finally:
+        claim.release()
+
+
+def _run_workers(args, spec, out: Path, indices: list[int], shard, count: int, stop: StopRequest,
+                 claim: render_set.FolderClaim) -> int:
     log_dir = out / render_set.LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -243,17 +263,21 @@ def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count
     done = len(planned.intersection(render_set.completed_indices(out)))
     bar.set(done)
     bar.close()
-    complete = render_set.finalize(spec, out, shard=shard)
-    if stop.requested():
-        raise KeyboardInterrupt
     failed = [(w, proc.returncode) for w, proc, _ in workers if proc.returncode != 0]
     if failed:
         w, code = failed[0]
         log_path = log_dir / f"worker-{w}.log"
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        raise CarprobeError(f"{len(failed)} of {count} workers failed (worker {w}: exit code {code}; log "
-                            f"{log_path}); {complete} images are complete, rerun to resume. Last lines of "
-                            f"the log:\n{tail}")
+    if (stop.requested() or failed) and claim.discard_if_unused():  # stopped before a first image
+        complete, kept = 0, f"nothing was rendered, so {out} is left as it was)"
+    else:
+        complete = render_set.finalize(spec, out, shard=shard)
+        kept = f"log {log_path}); {complete} images are complete, rerun to resume" if failed else ""
+    if stop.requested():
+        raise KeyboardInterrupt
+    if failed:
+        raise CarprobeError(f"{len(failed)} of {count} workers failed (worker {w}: exit code {code}; "
+                            f"{kept}. Last lines of its log:\n{tail}")
     print(f"{out}: {complete}/{sample_count(spec)} images complete ({count} workers)")
     return 0
 

@@ -7,15 +7,22 @@ Layout (see DESIGN.md)::
       metadata.csv          one row per complete image, file_name first, sorted by index
       images/000000.png     RGB
       masks/000000.png      part ids (schema.MASK_PARTS), when render.masks
-      .carprobe/spec.json   the spec hash this folder belongs to (written before the first image)
+      .carprobe/spec.json   what this folder belongs to (written before the first image): spec
+                            hash, the sha256 of every input file (car models, HDRIs, images), shard
       .carprobe/journal/    one JSON-lines journal per rendering process: {"index", "file_name",
                             "mask_file"} per complete image, fsync'd in batches (Journal.commit);
                             a torn last line is ignored
+      .carprobe/lock        held (flock) by the one job that owns the folder while it runs
+      .carprobe/scratch/    per-process scratch space of the renderer (mask passes)
 
 Guarantees: every file is written to a temporary name in its final folder, fsync'd and renamed
-(os.replace), so a reader never sees half a file. A journal line is written only after the
-image (and mask) are in place, so a journaled index always has its files. Several processes
-may render disjoint indices into one folder at once (each has its own journal).
+(os.replace), so a reader never sees half a file. Every image and mask is checked to be a whole
+file (image_files.check_image) before it is renamed, and a journal line is written only after
+the image (and mask) are in place, so a journaled index always has whole files. One job owns a
+folder at a time (an exclusive lock; a second one is refused); its worker processes render
+disjoint indices into it at once (each has its own journal). Only an empty folder or one with
+carprobe's marker is used; a job that fails before its first image leaves the folder as it was.
+Every path read from a journal or metadata.csv must stay inside the set.
 ``metadata.csv`` and ``dataset.json`` are rebuilt from the journals (rows recomputed from the
 spec, which makes them a pure function of the spec and the set of complete indices): at the
 end of a loop, when it stops early (error, Ctrl-C), and by ``finalize``/``merge``. Neither
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -42,6 +50,7 @@ from typing import Any
 
 from . import schema
 from .errors import CarprobeError
+from .image_files import DamagedImage, check_image
 from .progress import Progress
 from .sampling import CAMERA_COLUMNS, COLOR_SUFFIXES, metadata_columns, sample_count, sample_row
 from .spec import Spec, parse_spec
@@ -53,13 +62,15 @@ STATE_DIR = ".carprobe"
 MARKER = f"{STATE_DIR}/spec.json"
 JOURNAL_DIR = f"{STATE_DIR}/journal"
 LOG_DIR = f"{STATE_DIR}/logs"
+LOCK_FILE = f"{STATE_DIR}/lock"
+SCRATCH_DIR = f"{STATE_DIR}/scratch"
 DATASET_JSON = "dataset.json"
 METADATA_CSV = "metadata.csv"
-# Entries a render-set folder may hold; anything else means the folder is something else.
-KNOWN_ENTRIES = {"dataset.json", "metadata.csv", "images", "masks", STATE_DIR, ".carprobe-cache"}
-# Temporary files: '.<index>.<pid>-<token>.tmp<suffix>' — they keep the real suffix at the end
-# because image writers pick the format from it.
-_TMP_NAME = re.compile(r"^\.(\d+)\.[0-9]+-[0-9a-f]+\.tmp(\.[A-Za-z]+)?$")
+# Temporary files (temp_path): '.<stem>.<pid>-<token>.tmp<suffix>' — they keep the real suffix
+# at the end because image writers pick the format from it.
+_TMP_NAME = re.compile(r"^\.(.+)\.[0-9]+-[0-9a-f]+\.tmp(\.[A-Za-z]+)?$")
+# Folders of a set that may hold temporary files.
+_TEMP_FOLDERS = (".", "images", "masks", STATE_DIR)
 
 # Seconds between journal commits while rendering (Journal.commit): what a crash may cost at most.
 COMMIT_SECONDS = 1.0
@@ -236,7 +247,11 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 def journal_entries(root: Path) -> dict[int, dict[str, Any]]:
-    """Every journaled index of a folder → its entry (first one wins; torn lines skipped)."""
+    """Every journaled index of a folder → its entry (first one wins; torn lines skipped).
+
+    A file name that would leave the set (``../x``, an absolute path) is refused: merge copies
+    the files a journal names.
+    """
     entries: dict[int, dict[str, Any]] = {}
     folder = Path(root) / JOURNAL_DIR
     if not folder.is_dir():
@@ -246,15 +261,32 @@ def journal_entries(root: Path) -> dict[int, dict[str, Any]]:
             text = path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             continue
-        for line in text.splitlines():
+        for number, line in enumerate(text.splitlines(), 1):
             try:
                 entry = json.loads(line)
                 index = entry["index"]
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line of a process that died mid-write
-            if isinstance(index, int) and index not in entries:
-                entries[index] = entry
+            if not isinstance(index, int) or isinstance(index, bool):
+                continue
+            for key, folder_name in (("file_name", "images"), ("mask_file", "masks")):
+                check_member(entry.get(key) or "", folder_name, f"{path}, line {number}", allow_empty=True)
+            entries.setdefault(index, entry)
     return entries
+
+
+def check_member(name: Any, folder: str, source: str, allow_empty: bool = False) -> str:
+    """`name` if it is a plain file name inside `folder`/ of a set ('images/000001.png'), else a
+    CarprobeError naming `source` (a file and line)."""
+    if allow_empty and name == "":
+        return name
+    parts = name.split("/") if isinstance(name, str) else []
+    if len(parts) != 2 or parts[0] != folder or parts[1] in ("", ".", "..") or "\\" in name \
+            or ":" in name or "\x00" in name:
+        raise CarprobeError(f"{source}: file name {name!r} is not inside the render set's {folder}/ folder; "
+                            f"only names like {folder}/000017.png are allowed (a damaged or planted file; "
+                            "remove that line, or the file)")
+    return name
 
 
 def completed_indices(root: Path) -> dict[int, dict[str, Any]]:
@@ -269,62 +301,244 @@ def completed_indices(root: Path) -> dict[int, dict[str, Any]]:
 
 
 def remove_stray_temp_files(root: Path, indices: Iterable[int] | None = None) -> int:
-    """Delete temporary files left by a killed process: those of `indices` (all when None).
-
-    Restricted to our own indices because other workers may be writing theirs right now.
-    """
-    wanted = None if indices is None else set(indices)
+    """Delete temporary files left by a killed process: every one in the set, and every
+    process's renderer scratch space (when `indices` is None: only the job owning the folder,
+    under its lock), else only the images and masks of `indices` (other workers of the same job
+    may be writing theirs right now)."""
+    root = Path(root)
+    wanted = None if indices is None else {f"{i:06d}" for i in indices}
     removed = 0
-    for folder in (Path(root) / "images", Path(root) / "masks"):
+    for name in _TEMP_FOLDERS if wanted is None else ("images", "masks"):
+        folder = root / name
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
             match = _TMP_NAME.match(path.name)
-            if match and (wanted is None or int(match.group(1)) in wanted):
+            if match and path.is_file() and (wanted is None or match.group(1) in wanted):
                 path.unlink(missing_ok=True)
                 removed += 1
+    if wanted is None and (root / SCRATCH_DIR).is_dir():
+        shutil.rmtree(root / SCRATCH_DIR, ignore_errors=True)
     return removed
+
+
+def scratch_dir(root: Path) -> Path:
+    """A new scratch folder of this process inside the set (removed by its owner's cleanup, so a
+    killed process leaks nothing outside the set)."""
+    path = Path(root) / SCRATCH_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
 
 
 # --- the output folder -----------------------------------------------------------------
 
-def folder_spec_hash(root: Path) -> str | None:
-    """The spec hash a folder belongs to (marker, else dataset.json), None for a new folder."""
+def folder_marker(root: Path) -> dict[str, Any] | None:
+    """What a folder belongs to (its marker, else a carprobe dataset.json); None when it has
+    neither, i.e. it is not a carprobe render set."""
     root = Path(root)
     for name in (MARKER, DATASET_JSON):
         path = root / name
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))["spec_hash"]
-            except (ValueError, KeyError, TypeError):
-                raise CarprobeError(f"{path}: unreadable render-set file; delete {root} to start over "
-                                    "or restore the file") from None
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("spec_hash"), str):
+            return data
+        if name == MARKER:
+            raise CarprobeError(f"{path}: unreadable render-set file; delete {root} to start over "
+                                "or restore the file")
     return None
 
 
-def prepare_folder(spec: Spec, root: Path) -> None:
-    """Create the folder layout, or check that an existing folder belongs to this spec."""
+def folder_spec_hash(root: Path) -> str | None:
+    """The spec hash a folder belongs to, None when it is not a carprobe render set."""
+    marker = folder_marker(root)
+    return None if marker is None else marker["spec_hash"]
+
+
+def input_files(spec: Spec) -> dict[str, dict[str, str]]:
+    """The sha256 of every file a spec reads (car models, HDRIs, background images), by parameter
+    and value as written: a set is the same dataset only while these files stay the same."""
+    files: dict[str, dict[str, str]] = {}
+    for p in schema.PARAMS:
+        if p.kind != "path":
+            continue
+        values = spec.factors[p.path].possible_values if p.factor else (spec.settings[p.path],)
+        for value in values:
+            path = spec.resolve_file(p.path, value) if isinstance(value, str) else None
+            if path is not None:
+                files.setdefault(p.path, {})[value] = _sha256(path)
+    return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _shard_info(shard: tuple[int, int] | None) -> dict[str, int] | None:
+    # Shard k of n (1-based) holds every n-th index from k-1 (see core/shard.py).
+    return None if shard is None else {"k": shard[0], "n": shard[1]}
+
+
+def _shard_text(info: dict[str, int] | None) -> str:
+    return "no shard (every sample)" if info is None else f"shard {info['k']}/{info['n']}"
+
+
+def prepare_folder(spec: Spec, root: Path, *, shard: tuple[int, int] | None = None,
+                   files: dict | None = None, check_inputs: bool = True) -> None:
+    """Create the folder layout, or check that an existing folder belongs to this spec, shard and
+    (check_inputs) input files: `files` as input_files gives them, computed when None. An empty
+    folder is used; anything else without carprobe's marker is refused. The marker is written
+    first, so a folder with images always has one."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise CarprobeError(f"output {root} exists and is not a folder; choose another --out")
-    existing = folder_spec_hash(root) if root.is_dir() else None
-    if existing is not None and existing != spec.hash:
+    marker = folder_marker(root) if root.is_dir() else None
+    if marker is None and root.is_dir():
+        _refuse_foreign(root)
+    if marker is not None:
+        _check_marker(marker, spec, root, shard, files, check_inputs)
+    (root / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
+    if marker is None:
+        marker = {"format": FORMAT, "spec_hash": spec.hash, "spec": spec.resolved(),
+                  "shard": _shard_info(shard), "files": input_files(spec) if files is None else files}
+        atomic_write_text(root / MARKER, json.dumps(marker, indent=1, sort_keys=True) + "\n")
+    (root / "images").mkdir(exist_ok=True)
+    if spec.settings["render.masks"]:
+        (root / "masks").mkdir(exist_ok=True)
+
+
+def _check_marker(marker: dict[str, Any], spec: Spec, root: Path, shard: tuple[int, int] | None,
+                  files: dict | None, check_inputs: bool) -> None:
+    existing = marker["spec_hash"]
+    if existing != spec.hash:
         raise CarprobeError(
             f"output {root} holds a render set of a different spec (spec hash {existing[:12]}, this spec "
             f"{spec.hash[:12]}); resuming would mix two datasets. Render into a new folder, or delete "
             f"{root} to start over with this spec")
-    if existing is None and root.is_dir():
-        foreign = sorted(p.name for p in root.iterdir() if p.name not in KNOWN_ENTRIES)
-        if foreign:
-            raise CarprobeError(f"output {root} is not empty and is not a carprobe render set (it holds "
-                                f"{', '.join(foreign[:5])}); choose an empty or new folder")
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    if spec.settings["render.masks"]:
-        (root / "masks").mkdir(exist_ok=True)
-    (root / JOURNAL_DIR).mkdir(parents=True, exist_ok=True)
-    if existing is None:
-        marker = {"format": FORMAT, "spec_hash": spec.hash, "spec": spec.resolved()}
-        atomic_write_text(root / MARKER, json.dumps(marker, indent=1, sort_keys=True) + "\n")
+    if "shard" in marker and marker["shard"] != _shard_info(shard):  # sets of older versions have none
+        raise CarprobeError(
+            f"output {root} holds {_shard_text(marker['shard'])} of this spec; this run is "
+            f"{_shard_text(_shard_info(shard))}. Render each shard into its own folder and join them "
+            "with `carprobe merge`")
+    if check_inputs and isinstance(marker.get("files"), dict):  # sets of older versions have none
+        _check_same_files(marker["files"], input_files(spec) if files is None else files, f"output {root}")
+
+
+def _check_same_files(before: dict, now: dict, where: str) -> None:
+    for param in sorted(set(before) | set(now)):
+        old, new = before.get(param, {}), now.get(param, {})
+        for value in sorted(set(old) & set(new)):
+            if old[value] != new[value]:
+                raise CarprobeError(
+                    f"{where} was rendered from a different {param} = {value!r}: the file changed since "
+                    f"(sha256 {old[value][:12]} then, {new[value][:12]} now); resuming would mix two "
+                    "datasets. Restore the file, or render into a new folder")
+
+
+class FolderClaim:
+    """The one job that owns a render-set folder while it runs (a render, its worker processes,
+    a merge). Taking it prepares the folder (prepare_folder), takes an exclusive lock (a second
+    job is refused with a CarprobeError naming the lock file) and deletes every temporary file a
+    killed process left. `release()` frees the lock; `discard_if_unused()` first puts a folder
+    that held no render set back as it was found, if no image got into it."""
+
+    def __init__(self, spec: Spec, root: str | Path, *, shard: tuple[int, int] | None = None,
+                 files: dict | None = None):
+        self.root = root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise CarprobeError(f"output {root} exists and is not a folder; choose another --out")
+        self.created_root = not root.exists()
+        if not self.created_root and folder_marker(root) is None:
+            _refuse_foreign(root)  # before creating anything in it
+        (root / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire_lock(root)
+        try:
+            self.new = folder_marker(root) is None
+            prepare_folder(spec, root, shard=shard, files=files)
+            remove_stray_temp_files(root)
+        except BaseException:
+            self.discard_if_unused()
+            self.release()
+            raise
+
+    def discard_if_unused(self) -> bool:
+        """Remove what this job created when the folder held no render set before and still has
+        no complete image (a run that failed or stopped before its first image). True if removed."""
+        if self._lock is None or not self.new or journal_entries(self.root):
+            return False
+        if self.created_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+        else:  # the folder was empty (or held only an unused state folder)
+            for entry in self.root.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        return True
+
+    def release(self) -> None:
+        if self._lock is not None:
+            _release_lock(self._lock)
+            self._lock = None
+
+
+def _refuse_foreign(root: Path) -> None:
+    foreign = sorted(p.name for p in root.iterdir() if p.name != STATE_DIR)
+    if foreign:
+        raise CarprobeError(f"output {root} is not empty and is not a carprobe render set (it holds "
+                            f"{', '.join(foreign[:5])} but no {MARKER} or carprobe {DATASET_JSON}); "
+                            "choose an empty or new folder")
+
+
+def _acquire_lock(root: Path):
+    path = root / LOCK_FILE
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        _lock_file(handle)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise CarprobeError(f"output {root} is in use by another carprobe job ({holder}; lock file {path}); "
+                            "wait for it to finish, or render into another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
+def _lock_file(handle) -> None:
+    """An exclusive, non-blocking lock that the OS frees when the process dies (OSError if held)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _release_lock(handle) -> None:
+    try:
+        try:
+            import fcntl
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except ImportError:
+            import msvcrt
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    except OSError:
+        pass  # closing the file frees it anyway
+    handle.close()
 
 
 # --- the render loop -------------------------------------------------------------------
@@ -335,7 +549,9 @@ class RenderLoop:
 
     Creating a loop validates the indices, prepares the folder (a different spec's render set is
     refused) and reads the journals once: ``pending`` holds the wanted indices not complete yet,
-    in order; ``skipped`` counts the others. See `render_samples` for the arguments.
+    in order; ``skipped`` counts the others. See `render_samples` for the arguments. A loop that
+    finalizes owns the folder (FolderClaim: locked until finish/stop); one that does not is a
+    worker of a job that owns it.
     """
 
     def __init__(self, spec: Spec, out_dir: str | Path, render_image: RenderImage,
@@ -350,13 +566,22 @@ class RenderLoop:
         if bad:
             raise CarprobeError(f"sample indices {bad[:5]} out of range: spec {spec.name!r} has {self.total} "
                                 f"samples (0..{self.total - 1})")
+        self._claim = None
         try:
-            prepare_folder(spec, self.root)
-            remove_stray_temp_files(self.root, wanted)
+            if finalize:
+                self._claim = FolderClaim(spec, self.root, shard=shard)
+            else:
+                prepare_folder(spec, self.root, shard=shard, check_inputs=False)
+                remove_stray_temp_files(self.root, wanted)
         except OSError as exc:
             _raise_disk_full(exc, self.root, 0)
             raise
-        done = completed_indices(self.root)
+        try:
+            done = completed_indices(self.root)
+        except BaseException:
+            self._release(discard=True)
+            self._release()
+            raise
         self.pending: deque[int] = deque(i for i in wanted if i not in done)
         self.skipped = len(wanted) - len(self.pending)
         self.rendered = 0
@@ -377,6 +602,12 @@ class RenderLoop:
             self._commit_complete()
             _raise_disk_full(exc, self.root, len(completed_indices(self.root)))
             raise
+        except DamagedImage as exc:
+            self._commit_complete()
+            raise CarprobeError(
+                f"render: sample {index} came out damaged ({exc}), so it was not kept; "
+                f"{len(completed_indices(self.root))} complete images are kept. {_space_hint(self.root)}"
+                "Rerun the same command to resume") from None
         self.pending.popleft()
         self.rendered += 1
         self._bar.update()
@@ -388,11 +619,13 @@ class RenderLoop:
         self._commit_complete()
         self._journal.close()
         self._bar.close()
-        if self.finalize:
-            try:
+        try:
+            if self.finalize and not self._release(discard=True):
                 write_index_files(self.spec, self.root, blender_version=self.blender_version, shard=self.shard)
-            except OSError:
-                pass  # e.g. still no space: the previous index files stay intact (atomic writes)
+        except OSError:
+            pass  # e.g. still no space: the previous index files stay intact (atomic writes)
+        finally:
+            self._release()
 
     def _commit_complete(self) -> None:
         """Keep the images rendered so far (they are whole), unless that fails too (e.g. no space
@@ -413,12 +646,27 @@ class RenderLoop:
         finally:
             self._journal.close()
         self._bar.close()
-        if self.finalize:
-            complete = write_index_files(self.spec, self.root, blender_version=self.blender_version,
-                                         shard=self.shard)
-        else:
-            complete = len(completed_indices(self.root))
+        try:
+            if self.pending and self._release(discard=True):  # cancelled before its first image
+                complete = 0
+            elif self.finalize:
+                complete = write_index_files(self.spec, self.root, blender_version=self.blender_version,
+                                             shard=self.shard)
+            else:
+                complete = len(completed_indices(self.root))
+        finally:
+            self._release()
         return RenderResult(rendered=self.rendered, skipped=self.skipped, complete=complete, total=self.total)
+
+    def _release(self, discard: bool = False) -> bool:
+        """Free the folder; with discard, first put a folder that held no render set back as it
+        was, if no image got into it (True when it did)."""
+        if self._claim is None:
+            return False
+        if discard:
+            return self._claim.discard_if_unused()
+        self._claim.release()
+        return False
 
 
 def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
@@ -460,8 +708,12 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
     try:
         render_image(row, tmp_image, tmp_mask)
         for tmp, final in files:
-            if not tmp.is_file() or tmp.stat().st_size == 0:
+            if not tmp.is_file():
                 raise RuntimeError(f"the renderer wrote no file {tmp} for {final.name} (sample {row['index']})")
+            try:
+                check_image(tmp)  # a full disk can give a short file without an error
+            except DamagedImage as exc:
+                raise DamagedImage(f"{final.relative_to(root).as_posix()}: {exc}") from None
     except BaseException:
         for tmp, _ in files:
             tmp.unlink(missing_ok=True)
@@ -469,8 +721,17 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
     journal.add(row["index"], row["file_name"], row["mask_file"], files)
 
 
+def _space_hint(root: Path) -> str:
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return ""
+    return f"The disk of {root} has {free / 2**20:.1f} MiB free; if it is full, free some space. "
+
+
 def _raise_disk_full(exc: OSError, root: Path, complete: int) -> None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    # EFBIG: a file-size limit (ulimit -f, quotas on some file systems) hit like a full disk
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         raise CarprobeError(
             f"no space left on the device of {root} ({exc.strerror}); {complete} complete images are "
             "kept. Free some space and rerun the same command to resume") from None
@@ -512,8 +773,9 @@ def write_index_files(spec: Spec, root: str | Path, *, blender_version: str | No
         "factors": spec.varying_factors,
         "mask_parts": {name: i for i, name in enumerate(schema.MASK_PARTS)},
         "columns": columns,
-        # Shard k of n (1-based) holds every n-th index from k-1 (see core/shard.py).
-        "shard": None if shard is None else {"k": shard[0], "n": shard[1]},
+        "shard": _shard_info(shard),
+        # sha256 of every input file (car models, HDRIs, background images), from the marker
+        "files": (folder_marker(root) or {}).get("files", {}),
     }
     atomic_write_text(root / METADATA_CSV, buffer.getvalue())
     atomic_write_text(root / DATASET_JSON, json.dumps(info, indent=1, sort_keys=False) + "\n")
@@ -615,6 +877,8 @@ def _read_metadata(path: Path) -> list[dict[str, Any]]:
             fail(line, f"index {index} appears again (first on line {first_line[index]}); every image has "
                        "one row")
         first_line[index] = line
+        check_member(typed.get("file_name"), "images", f"{path}, line {line}")
+        check_member(typed.get("mask_file", ""), "masks", f"{path}, line {line}", allow_empty=True)
         rows.append(typed)
     return rows
 
@@ -647,45 +911,61 @@ def _typed_row(row: dict[str, str]) -> dict[str, Any]:
 def merge(parts: Iterable[str | Path], out: str | Path, progress: bool = False) -> RenderSet:
     """Join render-set parts (shards) of one spec into `out`; the result equals one full run.
 
-    Refuses parts of different specs. An index present in several parts is taken once.
+    Refuses parts of different specs or input files, damaged images, and an index that several
+    parts hold with different metadata rows; an index present in several parts is taken once.
     """
     parts = [Path(p) for p in parts]
     root = Path(out)
     if not parts:
         raise CarprobeError("merge: give at least one render-set part")
-    hashes = {}
+    markers = {}
     for part in parts:
         if not part.is_dir():
             raise CarprobeError(f"merge: part {part} is not a folder")
         if part.resolve() == root.resolve():
             raise CarprobeError(f"merge: the output {root} is also a part; choose a new --out")
-        found = folder_spec_hash(part)
+        found = folder_marker(part)
         if found is None:
-            raise CarprobeError(f"merge: part {part} is not a carprobe render set (no dataset.json)")
-        hashes[part] = found
-    if len(set(hashes.values())) > 1:
-        listing = "; ".join(f"{p}: {h[:12]}" for p, h in hashes.items())
+            raise CarprobeError(f"merge: part {part} is not a carprobe render set (no {DATASET_JSON})")
+        markers[part] = found
+    if len({m["spec_hash"] for m in markers.values()}) > 1:
+        listing = "; ".join(f"{p}: {m['spec_hash'][:12]}" for p, m in markers.items())
         raise CarprobeError(f"merge: the parts come from different specs (spec hashes {listing}); "
                             "only shards of one spec can be merged")
     first = parts[0]
-    stored = _previous_info(first) or json.loads((first / MARKER).read_text(encoding="utf-8"))
+    files = markers[first].get("files") or {}
+    for part in parts[1:]:
+        _check_same_files(files, markers[part].get("files") or {}, f"merge: part {part} (unlike {first})")
+    stored = _previous_info(first) or markers[first]
     spec = spec_from_info(stored, source=str(first))
     blender_version = next((v for v in (_previous_info(p).get("blender_version") for p in parts) if v), None)
+    entries = {part: completed_indices(part) for part in parts}
+    _check_overlapping_rows(parts, entries)
     try:
-        prepare_folder(spec, root)
-        remove_stray_temp_files(root)
+        claim = FolderClaim(spec, root, files=files)
+    except OSError as exc:
+        _raise_disk_full(exc, root, 0)
+        raise
+    try:
         done = set(completed_indices(root))
         journal = Journal(root)
         try:
             for part in parts:
-                entries = completed_indices(part)
-                todo = sorted(i for i in entries if i not in done)
+                todo = sorted(i for i in entries[part] if i not in done)
                 bar = Progress(len(todo), label=f"merge {part.name}", enabled=progress)
                 for index in todo:
-                    entry = entries[index]
-                    for name in (entry["file_name"], entry.get("mask_file") or ""):
-                        if name:
-                            _copy_atomic(part / name, root / name)
+                    entry, row = entries[part][index], sample_row(spec, index)
+                    names = [entry["file_name"], entry.get("mask_file") or ""]
+                    if names != [row["file_name"], row["mask_file"]]:
+                        raise CarprobeError(f"merge: part {part} lists sample {index} as {names}; this spec "
+                                            f"names it {[row['file_name'], row['mask_file']]}")
+                    for name in filter(None, names):
+                        try:
+                            check_image(part / name)
+                        except DamagedImage as exc:
+                            raise CarprobeError(f"merge: part {part}: {name} is damaged ({exc}); rerender that "
+                                                "part (delete the file and rerun its render command)") from None
+                        _copy_atomic(part / name, root / name)
                     journal.append(index, entry["file_name"], entry.get("mask_file") or "")
                     done.add(index)
                     bar.update()
@@ -694,9 +974,53 @@ def merge(parts: Iterable[str | Path], out: str | Path, progress: bool = False) 
             journal.close()
         write_index_files(spec, root, blender_version=blender_version, shard=None)
     except OSError as exc:
-        _raise_disk_full(exc, root, len(completed_indices(root)))
+        claim.discard_if_unused()
+        _raise_disk_full(exc, root, len(completed_indices(root)) if root.is_dir() else 0)
         raise
+    except BaseException:
+        claim.discard_if_unused()
+        raise
+    finally:
+        claim.release()
     return read_render_set(root)
+
+
+def _check_overlapping_rows(parts: list[Path], entries: dict[Path, dict]) -> None:
+    """An index held by several parts must have the same metadata row in each (columns both
+    have): otherwise they are not shards of one dataset."""
+    holders: dict[int, list[Path]] = {}
+    for part in parts:
+        for index in entries[part]:
+            holders.setdefault(index, []).append(part)
+    shared = {i for i, held in holders.items() if len(held) > 1}
+    if not shared:
+        return
+    rows = {part: _raw_rows(part, shared) for part in parts}
+    for index in sorted(shared):
+        found = [(part, rows[part][index]) for part in holders[index] if index in rows[part]]
+        for (part_a, a), (part_b, b) in zip(found, found[1:]):
+            differ = [c for c in a if c in b and a[c] != b[c]]
+            if differ:
+                raise CarprobeError(
+                    f"merge: sample {index} is in {part_a} and {part_b} with different metadata ({', '.join(differ[:5])}: "
+                    f"{a[differ[0]]!r} vs {b[differ[0]]!r}); these parts are not shards of one dataset")
+
+
+def _raw_rows(part: Path, indices: set[int]) -> dict[int, dict[str, str]]:
+    """metadata.csv rows of `indices` as written (a part stopped by kill -9 may have none)."""
+    path = part / METADATA_CSV
+    if not path.is_file():
+        return {}
+    rows = {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                index = int(row.get("index") or "")
+            except ValueError:
+                continue
+            if index in indices:
+                rows[index] = row
+    return rows
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

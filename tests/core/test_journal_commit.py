@@ -97,6 +97,7 @@ def test_a_crash_before_a_commit_leaves_no_line_without_its_files(tmp_path, smal
     # killed here: nothing journaled yet, no final file, only temporary ones
     assert render_set.journal_entries(root) == {} and not list((root / "images").glob("0*.png"))
     loop._journal.close()
+    loop._claim.release()  # the OS frees a killed process's folder lock
     again = FakeRenderer()
     render_set.render_samples(small_spec, root, again, progress=False)  # the resume renders them again
     assert again.calls == list(range(IMAGES))

@@ -138,7 +138,9 @@ def test_stray_temp_files_of_other_indices_are_left_to_their_writer(tmp_path, sm
     render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0], progress=False)
     other = tmp_path / "images" / ".000009.12345-deadbeef.tmp.png"
     other.write_bytes(b"another worker is writing this")
-    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[4], progress=False)
+    # a worker of the job that owns the folder (finalize=False) cleans only its own indices
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[4], progress=False,
+                              finalize=False)
     assert other.exists()
     render_set.finalize(small_spec, tmp_path)  # once every writer has stopped
     assert not other.exists()

@@ -1,0 +1,92 @@
+"""Checks that a rendered image file is whole, and PNGs made byte-reproducible (stdlib only).
+
+A full disk can make Blender write a short file without raising, so the render loop checks
+every image and mask before it records it: a PNG must have its signature, every chunk's CRC,
+an IHDR first, image data that decompresses to its end, and IEND last; a JPEG its start and
+end markers. Blender also writes the render date and timings as PNG text chunks, which would
+make two renders of identical pixels differ in bytes; `strip_png_metadata` drops them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Text and time chunks: Blender's date, render time, file name and engine statistics.
+VOLATILE_PNG_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME"})
+
+
+class DamagedImage(ValueError):
+    """An image file that is truncated or corrupt; the message says what is wrong."""
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (type, payload) chunks of a whole PNG; raises DamagedImage for anything else."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise DamagedImage("no PNG signature" if data else "empty file")
+    chunks = []
+    pos = len(PNG_SIGNATURE)
+    while pos < len(data):
+        if pos + 12 > len(data):
+            raise DamagedImage(f"truncated at byte {len(data)} (chunk header cut off)")
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise DamagedImage(f"truncated at byte {len(data)} (chunk {kind!r} needs {end} bytes)")
+        payload = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(kind + payload) & 0xFFFFFFFF != crc:
+            raise DamagedImage(f"chunk {kind!r} at byte {pos} has a wrong checksum")
+        chunks.append((kind, payload))
+        pos = end
+        if kind == b"IEND":
+            break
+    if not chunks or chunks[0][0] != b"IHDR":
+        raise DamagedImage("no IHDR chunk first")
+    if chunks[-1][0] != b"IEND":
+        raise DamagedImage(f"truncated at byte {len(data)} (no IEND chunk)")
+    if pos != len(data):
+        raise DamagedImage(f"{len(data) - pos} bytes after the IEND chunk")
+    stream = zlib.decompressobj()
+    try:
+        for kind, payload in chunks:
+            if kind == b"IDAT":
+                stream.decompress(payload)
+    except zlib.error as exc:
+        raise DamagedImage(f"image data does not decompress ({exc})") from None
+    if not stream.eof:
+        raise DamagedImage("image data ends early (no IDAT chunk, or a cut-off stream)")
+    return chunks
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Raise DamagedImage unless `path` is a whole PNG or JPEG file (chosen by its suffix)."""
+    data = Path(path).read_bytes()
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        png_chunks(data)
+    elif suffix in (".jpg", ".jpeg"):
+        if not data.startswith(b"\xff\xd8"):
+            raise DamagedImage("no JPEG start marker" if data else "empty file")
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise DamagedImage(f"truncated at byte {len(data)} (no JPEG end marker)")
+    elif not data:
+        raise DamagedImage("empty file")
+
+
+def strip_png_metadata(path: str | os.PathLike) -> None:
+    """Rewrite a PNG without its text and time chunks (in place; no-op when it has none)."""
+    path = Path(path)
+    data = path.read_bytes()
+    chunks = png_chunks(data)
+    kept = [(kind, payload) for kind, payload in chunks if kind not in VOLATILE_PNG_CHUNKS]
+    if len(kept) == len(chunks):
+        return
+    out = [PNG_SIGNATURE]
+    for kind, payload in kept:
+        out.append(struct.pack(">I", len(payload)) + kind + payload
+                   + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    path.write_bytes(b"".join(out))
