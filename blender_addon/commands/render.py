@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace, stop: StopRequest) -> int:
     if threads is not None and threads < 1:
         raise CarprobeError(f"--threads {threads}: must be at least 1 (leave it out to use every core)")
     spec = load_spec(args.spec)
-    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    shard = parse_shard(args.shard) if args.shard is not None else shard_from_env()  # "" is an error
     indices = planned_indices(sample_count(spec), args.limit, shard)
     out = Path(args.out)
 

@@ -230,12 +230,20 @@ def _plain(value: Any) -> Any:
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a TOML spec file (raises SpecError listing every problem)."""
     path = Path(path)
+    if path.is_dir():
+        raise CarprobeError(f"spec {str(path)!r} is a folder; give a TOML dataset spec file (e.g. scenes/quick.toml)")
     if not path.is_file():
         raise CarprobeError(f"spec file {str(path)!r} not found (expected a TOML dataset spec)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError([f"not valid TOML: {exc}"], source=str(path)) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        reason = str(exc).split(";")[0]  # drop Python's advice to raise its limit
+        raise SpecError([f"not a usable TOML spec: a number too long to read ({reason})"], source=str(path)) from None
+    except RecursionError:
+        raise SpecError(["not a usable TOML spec: arrays or tables nested too deeply (a spec nests "
+                         "at most a few levels)"], source=str(path)) from None
     return parse_spec(data, path.resolve().parent, source=str(path), default_name=path.stem)
 
 
@@ -367,8 +375,8 @@ class _Checker:
             if kind == "int" and not isinstance(value, int):
                 add(where, value, f"must be an integer (no decimal point){_range_text(p)}")
                 return _BAD
-            if not math.isfinite(value):
-                add(where, value, f"must be a finite number{_range_text(p)}")
+            if not _finite(value):
+                add(where, value, f"must be a finite number (at most {len(str(MAX_INT))} digits){_range_text(p)}")
                 return _BAD
             if (p.minimum is not None and value < p.minimum) or (p.maximum is not None and value > p.maximum):
                 add(where, value, f"out of range; allowed{_range_text(p)}")
@@ -499,7 +507,7 @@ class _Checker:
 
     def _numbers(self, value: Any, where: str, count: int, what: str) -> tuple | None:
         if (not isinstance(value, list) or len(value) != count
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
                            for v in value)):
             self.problems.add(where, value, f"must be {what}")
             return None
@@ -603,6 +611,13 @@ class _Checker:
                 return None
             weights = tuple(float(w) for w in weights)
         return Factor(p.path, "choice", values, values[0], weights=weights)
+
+
+MAX_INT = 2**63 - 1  # larger integers overflow floats and Blender's properties
+
+
+def _finite(value: int | float) -> bool:
+    return -MAX_INT <= value <= MAX_INT if isinstance(value, int) else math.isfinite(value)
 
 
 def _range_text(p: schema.Param) -> str:

@@ -121,6 +121,25 @@ def test_load_spec_reports_missing_file_and_bad_toml(tmp_path):
         load_spec(bad)
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("schema = 1\n[render]\nwidth = " + "9" * 5000 + "\n", "a number too long to read"),
+    ("schema = 1\n[render]\nwidth = " + "9" * 4000 + "\n", "render.width = 9999"),
+    ("schema = 1\n[camera]\nazimuth = " + "9" * 400 + "\n", "camera.azimuth = 9999"),
+    ("schema = 1\nx = " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+    ("schema = 1\nx = " + "{a=" * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
+], ids=["5000-digit int", "4000-digit int", "400-digit float param", "deep arrays", "deep tables"])
+def test_pathological_toml_is_a_spec_error_not_a_crash(tmp_path, text, needle):
+    path = tmp_path / "evil.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=needle):
+        load_spec(path)
+
+
+def test_a_folder_given_as_the_spec_says_so(tmp_path):
+    with pytest.raises(CarprobeError, match="is a folder"):
+        load_spec(tmp_path)
+
+
 @pytest.mark.parametrize("path", SCENES, ids=lambda p: p.stem)
 def test_to_toml_and_to_dict_round_trip_losslessly(path):
     spec = load_spec(path)
