@@ -45,7 +45,8 @@ def test_merge_command_refuses_different_specs_with_exit_2(tmp_path, capsys):
 
 def test_render_command_rejects_bad_arguments_before_loading_blender(tmp_path, capsys):
     spec_path = write_spec(tmp_path)
-    for argv, needle in ((["--shard", "0/3"], "1-based"), (["--workers", "0"], "--workers 0"),
+    for argv, needle in ((["--shard", "0/3"], "1-based"), (["--shard", ""], "expected K/N"),
+                         (["--workers", "0"], "--workers 0"),
                          (["--limit", "0"], "--limit 0")):
         code = cli.main(["render", str(spec_path), "--out", str(tmp_path / "out"), *argv])
         assert code == 2

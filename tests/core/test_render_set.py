@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import errno
 import json
 import multiprocessing
@@ -326,3 +327,193 @@ def test_a_damaged_dataset_json_or_metadata_csv_is_a_clear_error(tmp_path, small
     (tmp_path / render_set.DATASET_JSON).write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(CarprobeError, match="not a carprobe render set"):
         render_set.read_render_set(tmp_path)
+
+
+# --- reliability (issue 13) -------------------------------------------------------------
+
+class TruncatingRenderer(FakeRenderer):
+    """Writes a short image (or mask) at one call without raising, as Blender does on a full disk."""
+
+    def __init__(self, short_at: int, which: str = "image"):
+        super().__init__()
+        self.short_at, self.which = short_at, which
+
+    def __call__(self, row, image_path, mask_path):
+        super().__call__(row, image_path, mask_path)
+        if len(self.calls) - 1 == self.short_at:
+            target = Path(image_path if self.which == "image" else mask_path)
+            target.write_bytes(target.read_bytes()[:-20])  # IEND and the end of the data cut off
+
+
+@pytest.mark.parametrize("which", ["image", "mask"])
+def test_a_short_image_or_mask_is_never_recorded_and_is_rendered_again(tmp_path, small_spec, which):
+    root = tmp_path / "set"
+    with pytest.raises(CarprobeError, match="3 complete images are kept") as info:
+        render_set.render_samples(small_spec, root, TruncatingRenderer(3, which), progress=False)
+    assert f"{which}s/000003.png" in str(info.value) and "truncated" in str(info.value)
+    assert "free" in str(info.value) and "rerun the same command" in str(info.value).lower()
+    assert sorted(render_set.completed_indices(root)) == [0, 1, 2]
+    assert not (root / f"{which}s/000003.png").exists() and temp_files(root) == []
+    resumed = FakeRenderer()
+    render_set.render_samples(small_spec, root, resumed, progress=False)
+    assert resumed.calls == list(range(3, 12))
+
+
+def test_check_image_finds_every_kind_of_damage(tmp_path):
+    from blender_addon.core.image_files import DamagedImage, check_image, strip_png_metadata
+    good = tmp_path / "a.png"
+    FakeRenderer()({"index": 5}, good, None)
+    check_image(good)
+    data = good.read_bytes()
+    for name, damaged in (("short", data[:-1]), ("no IEND", data[:-12]), ("empty", b""),
+                          ("flipped byte", data[:40] + bytes([data[40] ^ 1]) + data[41:]),
+                          ("trailing junk", data + b"junk"), ("not a PNG", b"GIF89a" + data[6:])):
+        bad = tmp_path / "b.png"
+        bad.write_bytes(damaged)
+        with pytest.raises(DamagedImage):
+            check_image(bad)
+    # text chunks (Blender's date stamp) are dropped; the image stays whole and otherwise equal
+    import struct
+    import zlib
+    text = b"Date\x002026/01/01 00:00:00"
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text + struct.pack(">I", zlib.crc32(b"tEXt" + text))
+    stamped = tmp_path / "c.png"
+    stamped.write_bytes(data[:33] + chunk + data[33:])  # after the signature and IHDR
+    check_image(stamped)
+    strip_png_metadata(stamped)
+    assert stamped.read_bytes() == data
+
+
+def test_merge_refuses_journal_paths_outside_the_part(tmp_path, small_spec):
+    part = tmp_path / "part"
+    render_set.render_samples(small_spec, part, FakeRenderer(), indices=[0], progress=False)
+    planted = tmp_path / "planted.txt"
+    planted.write_text("secret")
+    journal = next((part / render_set.JOURNAL_DIR).glob("*.jsonl"))
+    with open(journal, "a") as handle:
+        handle.write(json.dumps({"index": 1, "file_name": "../../planted.txt", "mask_file": ""}) + "\n")
+    out = tmp_path / "deep" / "er" / "out"
+    with pytest.raises(CarprobeError, match="not inside the render set's images/ folder") as info:
+        render_set.merge([part], out)
+    assert str(journal) in str(info.value) and "line 2" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part", "planted.txt"]  # nothing written
+
+
+def test_metadata_paths_outside_the_set_are_refused(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0, 1], progress=False)
+    metadata = tmp_path / render_set.METADATA_CSV
+    metadata.write_text(metadata.read_text().replace("images/000001.png", "/etc/passwd"))
+    with pytest.raises(CarprobeError, match=r"metadata.csv, line 3: file name '/etc/passwd' is not inside"):
+        render_set.read_render_set(tmp_path)
+
+
+def test_a_folder_without_carprobe_marker_is_never_overwritten(tmp_path, small_spec):
+    other = tmp_path / "other_dataset"
+    (other / "images").mkdir(parents=True)
+    (other / "images/000000.png").write_bytes(b"someone's photo")
+    (other / "metadata.csv").write_text("file_name,label\nimages/000000.png,cat\n")
+    before = tree_bytes(other)
+    with pytest.raises(CarprobeError, match="not a carprobe render set"):
+        render_set.render_samples(small_spec, other, FakeRenderer(), progress=False)
+    with pytest.raises(CarprobeError, match="not a carprobe render set"):
+        render_set.FolderClaim(small_spec, other)  # what merge and the workers' parent take
+    assert tree_bytes(other) == before and sorted(p.name for p in other.iterdir()) == ["images", "metadata.csv"]
+
+
+def test_a_second_job_on_a_busy_folder_is_refused_and_breaks_nothing(tmp_path, small_spec):
+    root = tmp_path / "set"
+    first = render_set.RenderLoop(small_spec, root, FakeRenderer(), progress=False)
+    first.step()
+    in_progress = root / "images" / f".000001.{os.getpid()}-0123abcd.tmp.png"
+    in_progress.write_bytes(b"being written")
+    with pytest.raises(CarprobeError, match="in use by another carprobe job") as info:
+        render_set.RenderLoop(small_spec, root, FakeRenderer(), progress=False)
+    assert render_set.LOCK_FILE in str(info.value) and f"pid {os.getpid()}" in str(info.value)
+    with pytest.raises(CarprobeError, match="in use"):
+        render_set.FolderClaim(small_spec, root)  # what merge and the workers' parent take
+    assert in_progress.exists()  # the refused job deleted nothing
+    in_progress.unlink()
+    while first.pending:
+        first.step()
+    assert first.finish().complete == 12
+    again = FakeRenderer()  # the lock is free once the first job has finished
+    render_set.render_samples(small_spec, root, again, progress=False)
+    assert again.calls == []
+
+
+def test_every_leftover_temp_file_and_scratch_folder_is_removed_on_start(tmp_path, small_spec):
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[0], progress=False)
+    leftovers = [tmp_path / ".metadata.4242-0badcafe.tmp.csv", tmp_path / ".dataset.4242-0badcafe.tmp.json",
+                 tmp_path / render_set.STATE_DIR / ".spec.4242-0badcafe.tmp.json",
+                 tmp_path / "masks" / ".000007.4242-0badcafe.tmp.png"]
+    for path in leftovers:
+        path.write_bytes(b"killed mid-write")
+    scratch = render_set.scratch_dir(tmp_path)
+    (scratch / "carprobe_mask0001.exr").write_bytes(b"x")
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[1], progress=False)
+    assert not any(p.exists() for p in leftovers)
+    assert not (tmp_path / render_set.SCRATCH_DIR).exists()
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("existing", ["absent", "empty"])
+def test_a_run_that_fails_before_its_first_image_leaves_the_folder_as_found(tmp_path, small_spec, existing):
+    root = tmp_path / "set"
+    if existing == "empty":
+        root.mkdir()
+    with pytest.raises(RuntimeError, match="cannot import"):
+        render_set.render_samples(small_spec, root, FakeRenderer(fail_at=0, error=RuntimeError("cannot import")),
+                                  progress=False)
+    assert (root.exists(), list(root.iterdir()) if root.exists() else []) == (existing == "empty", [])
+    # a set with images keeps everything, marker included, whatever happens later
+    render_set.render_samples(small_spec, root, FakeRenderer(), indices=[0], progress=False)
+    with pytest.raises(RuntimeError):
+        render_set.render_samples(small_spec, root, FakeRenderer(fail_at=0, error=RuntimeError("x")),
+                                  progress=False)
+    assert (root / render_set.MARKER).is_file() and sorted(render_set.completed_indices(root)) == [0]
+
+
+def test_a_changed_input_file_refuses_resume_and_merge(tmp_path):
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    (spec_dir / "car.glb").write_bytes(b"glTF version one")
+    data = {**SMALL_SPEC, "car": {**SMALL_SPEC["car"], "body": "model", "model_file": "car.glb"}}
+    spec = parse_spec(data, spec_dir)
+    render_set.render_samples(spec, tmp_path / "a", FakeRenderer(), indices=[0, 1], progress=False)
+    info = json.loads((tmp_path / "a/dataset.json").read_text())
+    assert info["files"]["car.model_file"]["car.glb"] == hashlib.sha256(b"glTF version one").hexdigest()
+    (spec_dir / "car.glb").write_bytes(b"glTF version two")  # same name, other car
+    spec = parse_spec(data, spec_dir)
+    with pytest.raises(CarprobeError, match="different car.model_file = 'car.glb': the file changed"):
+        render_set.render_samples(spec, tmp_path / "a", FakeRenderer(), progress=False)
+    render_set.render_samples(spec, tmp_path / "b", FakeRenderer(), indices=[2], progress=False)
+    with pytest.raises(CarprobeError, match="the file changed"):
+        render_set.merge([tmp_path / "a", tmp_path / "b"], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_shard_into_another_shards_folder_is_refused(tmp_path, small_spec):
+    from blender_addon.core.shard import shard_indices
+    render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=shard_indices(12, 1, 3),
+                              progress=False, shard=(1, 3))
+    with pytest.raises(CarprobeError, match=r"holds shard 1/3 of this spec; this run is shard 2/3"):
+        render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=shard_indices(12, 2, 3),
+                                  progress=False, shard=(2, 3))
+    with pytest.raises(CarprobeError, match=r"this run is no shard"):
+        render_set.render_samples(small_spec, tmp_path, FakeRenderer(), progress=False)
+    assert json.loads((tmp_path / "dataset.json").read_text())["shard"] == {"k": 1, "n": 3}
+
+
+def test_merge_compares_the_rows_of_an_index_held_by_several_parts(tmp_path, small_spec):
+    a, b = tmp_path / "a", tmp_path / "b"
+    render_set.render_samples(small_spec, a, FakeRenderer(), indices=range(0, 6), progress=False)
+    render_set.render_samples(small_spec, b, FakeRenderer(), indices=range(4, 12), progress=False)
+    assert len(render_set.merge([a, b], tmp_path / "ok").rows) == 12  # equal rows: fine
+    metadata = b / "metadata.csv"
+    lines = metadata.read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace(",#00ff00,", ",#00ee00,")  # index 5's paint colour, edited
+    assert ",#00ee00," in lines[2]
+    metadata.write_text("".join(lines))
+    with pytest.raises(CarprobeError, match=r"sample 5 is in .*a and .*b with different metadata \(paint.color"):
+        render_set.merge([a, b], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
