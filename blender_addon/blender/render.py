@@ -2,12 +2,18 @@
 
 Masks: Cycles' material-index pass (every carprobe material's `pass_index` is its part id in
 schema.MASK_PARTS; the world gives 0 = background) is routed by the compositor to a File
-Output node writing a float EXR into a private temp folder (the Viewer image is not updated in
+Output node writing a float EXR into a scratch folder (inside the render set, so a killed
+process leaks nothing elsewhere; the Viewer image is not updated in
 background renders), read back after the render and written as an 8-bit greyscale PNG whose
 pixel values are part ids. Cycles writes index passes from the first camera hit of a pixel's samples, unfiltered,
 so every pixel holds exactly one id (no anti-aliased blends) and costs nothing extra in the
 same render. Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and
-Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample.
+Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample
+(the engine is switched before the pass is wired: the render-layer node lists only the current
+engine's passes).
+
+Images lose Blender's metadata stamp (PNG text chunks, JPEG comments: date, render time,
+statistics): identical pixels give identical files.
 
 Determinism: the Cycles seed is the row's per-image seed and adaptive sampling is off, so the
 same spec renders the same images; on CPU with several threads Cycles is bit-exact in practice
@@ -29,6 +35,7 @@ from typing import Callable
 import bpy
 
 from ..core.errors import CarprobeError
+from ..core.image_files import DamagedImage, strip_image_metadata
 from . import scene as scene_mod
 
 MASK_STEM = "carprobe_mask"
@@ -107,6 +114,12 @@ def _read_mask(out_dir: str, width: int, height: int) -> list[bytes]:
     return [r.tobytes() for r in ids]
 
 
+def _remove_scratch(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))  # the set's scratch folder, once no process uses it
+
+
 @contextlib.contextmanager
 def _only_carprobe_objects(scene):
     """Hide every object outside the `carprobe` collection from the render, restoring it after.
@@ -127,14 +140,25 @@ def _only_carprobe_objects(scene):
             obj.hide_render = False
 
 
-def make_image_renderer(spec, threads: int | None = None) -> Callable[[dict, str, str | None], None]:
+def make_image_renderer(spec, threads: int | None = None,
+                        scratch_root: str | os.PathLike | None = None) -> Callable[[dict, str, str | None], None]:
     """render_image(row, image_path, mask_path_or_None): apply the row, render, write files.
 
     threads: a fixed number of render threads (one of several worker processes); None leaves
     the scene's setting (AUTO: every core, unless the user chose otherwise).
+    scratch_root: the render set whose scratch space holds the mask pass (created at the first
+    mask, after the loop has claimed the folder); None: a system temp folder (preview).
     """
-    mask_dir = tempfile.mkdtemp(prefix="carprobe-mask-")
-    atexit.register(shutil.rmtree, mask_dir, True)
+    mask_dirs: list[str] = []
+
+    def mask_dir() -> str:
+        if not mask_dirs or not os.path.isdir(mask_dirs[0]):
+            from ..core import render_set
+            path = (str(render_set.scratch_dir(Path(scratch_root))) if scratch_root is not None
+                    else tempfile.mkdtemp(prefix="carprobe-mask-"))
+            atexit.register(_remove_scratch, path)
+            mask_dirs[:] = [path]
+        return mask_dirs[0]
 
     def render_image(row: dict, image_path, mask_path=None) -> None:
         scene = bpy.context.scene
@@ -145,30 +169,35 @@ def make_image_renderer(spec, threads: int | None = None) -> Callable[[dict, str
             r.threads = threads
         w, h = r.resolution_x, r.resolution_y
         want_mask = mask_path is not None
-        cycles = r.engine == "CYCLES"
-        _set_mask_compositor(scene, mask_dir if want_mask else None)
-        r.use_compositing = want_mask
         r.filepath = str(image_path)
         r.use_file_extension = False  # the loop hands us exact (temporary) file names
         with _only_carprobe_objects(scene):
-            if want_mask and not cycles:  # EEVEE/Workbench have no index pass: a 1-sample Cycles pass
+            if want_mask and r.engine != "CYCLES":  # EEVEE/Workbench have no index pass
+                folder = mask_dir()
                 engine, samples = r.engine, scene.cycles.samples
                 r.engine, scene.cycles.samples = "CYCLES", 1
                 try:
+                    _set_mask_compositor(scene, folder)
+                    r.use_compositing = True
                     bpy.ops.render.render(write_still=False)
                 finally:
                     r.engine, scene.cycles.samples = engine, samples
-                tree = scene.node_tree
-                for n in tree.nodes:
-                    if n.get(_MASK_TAG) and n.type == "OUTPUT_FILE":
-                        n.mute = True
-                mask_rows = _read_mask(mask_dir, w, h)
+                    _set_mask_compositor(scene, None)
+                    r.use_compositing = False
+                mask_rows = _read_mask(folder, w, h)
                 bpy.ops.render.render(write_still=True)
             else:
+                folder = mask_dir() if want_mask else None
+                _set_mask_compositor(scene, folder)
+                r.use_compositing = want_mask
                 bpy.ops.render.render(write_still=True)
-                mask_rows = _read_mask(mask_dir, w, h) if want_mask else None
+                mask_rows = _read_mask(folder, w, h) if want_mask else None
         if not Path(image_path).is_file():
             raise CarprobeError(f"render: Blender wrote no image to {image_path}")
+        try:
+            strip_image_metadata(image_path)
+        except DamagedImage:
+            pass  # e.g. cut short by a full disk: the render loop checks and reports it
         if mask_rows is not None:
             write_png_gray8(mask_path, w, h, mask_rows)
     return render_image
@@ -184,5 +213,5 @@ def render_spec(spec, out_dir, indices=None, progress=True, threads: int | None 
     """
     from ..core import render_set
     kwargs.setdefault("blender_version", bpy.app.version_string)
-    return render_set.render_samples(spec, out_dir, make_image_renderer(spec, threads), indices=indices,
-                                     progress=progress, **kwargs)
+    return render_set.render_samples(spec, out_dir, make_image_renderer(spec, threads, scratch_root=out_dir),
+                                     indices=indices, progress=progress, **kwargs)

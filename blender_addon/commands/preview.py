@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..core import render_set
 from ..core.errors import CarprobeError
+from ..core.image_files import DamagedImage, check_image
 from ..core.sampling import IMAGE_SUFFIX, sample_row
 from ..core.spec import load_spec
 from . import common
@@ -42,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     tmp_mask = render_set.temp_path(mask, IMAGE_SUFFIX["png"]) if mask is not None else None
     try:
         make_image_renderer(spec)(row, tmp_out, tmp_mask)
+        for tmp, final in ((tmp_out, out), (tmp_mask, mask)):
+            if tmp is not None:
+                try:
+                    check_image(tmp)  # a full disk can give a short file without an error
+                except DamagedImage as exc:
+                    raise CarprobeError(f"preview: {final} came out damaged ({exc}); is the disk full?") from None
         os.replace(tmp_out, out)
         if mask is not None:
             os.replace(tmp_mask, mask)

@@ -3,8 +3,9 @@
 A full disk can make Blender write a short file without raising, so the render loop checks
 every image and mask before it records it: a PNG must have its signature, every chunk's CRC,
 an IHDR first, image data that decompresses to its end, and IEND last; a JPEG its start and
-end markers. Blender also writes the render date and timings as PNG text chunks, which would
-make two renders of identical pixels differ in bytes; `strip_png_metadata` drops them.
+end markers. Blender also writes the render date and timings as PNG text chunks (JPEG comment
+segments), which would make two renders of identical pixels differ in bytes;
+`strip_image_metadata` drops them.
 """
 
 from __future__ import annotations
@@ -77,16 +78,42 @@ def check_image(path: str | os.PathLike) -> None:
         raise DamagedImage("empty file")
 
 
-def strip_png_metadata(path: str | os.PathLike) -> None:
-    """Rewrite a PNG without its text and time chunks (in place; no-op when it has none)."""
+def strip_image_metadata(path: str | os.PathLike) -> None:
+    """Rewrite a PNG without its text and time chunks, a JPEG without its comment segments (in
+    place; no-op when it has none). Raises DamagedImage for a damaged PNG."""
     path = Path(path)
     data = path.read_bytes()
+    suffix = path.suffix.lower()
+    stripped = _strip_png(data) if suffix == ".png" else _strip_jpeg(data) if suffix in (".jpg", ".jpeg") else data
+    if stripped != data:
+        path.write_bytes(stripped)
+
+
+def _strip_png(data: bytes) -> bytes:
     chunks = png_chunks(data)
     kept = [(kind, payload) for kind, payload in chunks if kind not in VOLATILE_PNG_CHUNKS]
     if len(kept) == len(chunks):
-        return
+        return data
     out = [PNG_SIGNATURE]
     for kind, payload in kept:
         out.append(struct.pack(">I", len(payload)) + kind + payload
                    + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
-    path.write_bytes(b"".join(out))
+    return b"".join(out)
+
+
+def _strip_jpeg(data: bytes) -> bytes:
+    """Drop COM (0xFFFE) segments before the scan; anything unexpected leaves the file as is."""
+    if not data.startswith(b"\xff\xd8"):
+        return data
+    out, pos = [data[:2]], 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan: the compressed image follows
+            break
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker != 0xFE:
+            out.append(data[pos:pos + 2 + length])
+        pos += 2 + length
+    else:
+        return data
+    return b"".join(out) + data[pos:]

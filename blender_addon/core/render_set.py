@@ -549,15 +549,13 @@ class RenderLoop:
 
     Creating a loop validates the indices, prepares the folder (a different spec's render set is
     refused) and reads the journals once: ``pending`` holds the wanted indices not complete yet,
-    in order; ``skipped`` counts the others. See `render_samples` for the arguments. A loop that
-    finalizes owns the folder (FolderClaim: locked until finish/stop); one that does not is a
-    worker of a job that owns it.
+    in order; ``skipped`` counts the others. See `render_samples` for the arguments.
     """
 
     def __init__(self, spec: Spec, out_dir: str | Path, render_image: RenderImage,
                  indices: Iterable[int] | None = None, progress: bool = True, *,
                  blender_version: str | None = None, shard: tuple[int, int] | None = None,
-                 finalize: bool = True, progress_stream=None):
+                 finalize: bool = True, progress_stream=None, owner: bool | None = None):
         self.spec, self.root, self.render_image = spec, Path(out_dir), render_image
         self.blender_version, self.shard, self.finalize = blender_version, shard, finalize
         self.total = sample_count(spec)
@@ -568,7 +566,7 @@ class RenderLoop:
                                 f"samples (0..{self.total - 1})")
         self._claim = None
         try:
-            if finalize:
+            if finalize if owner is None else owner:
                 self._claim = FolderClaim(spec, self.root, shard=shard)
             else:
                 prepare_folder(spec, self.root, shard=shard, check_inputs=False)
@@ -672,7 +670,7 @@ class RenderLoop:
 def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
                    indices: Iterable[int] | None = None, progress: bool = True, *,
                    blender_version: str | None = None, shard: tuple[int, int] | None = None,
-                   finalize: bool = True, progress_stream=None,
+                   finalize: bool = True, progress_stream=None, owner: bool | None = None,
                    stop_requested: Callable[[], bool] | None = None) -> RenderResult:
     """Render `indices` (default: every sample) of `spec` into `out_dir`; resumes.
 
@@ -683,9 +681,11 @@ def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
     parent process of several workers). Disk full raises CarprobeError; completed work is kept.
     ``stop_requested()`` is asked before each image (core.interrupt): when true, the loop stops
     as on Ctrl-C (KeyboardInterrupt), keeping every complete image.
+    owner (default: finalize) makes this call own the folder for its duration (FolderClaim:
+    locked, leftovers cleaned); owner=False is a worker of a job that owns it.
     """
     loop = RenderLoop(spec, out_dir, render_image, indices, progress, blender_version=blender_version,
-                      shard=shard, finalize=finalize, progress_stream=progress_stream)
+                      shard=shard, finalize=finalize, progress_stream=progress_stream, owner=owner)
     try:
         while loop.pending:
             if stop_requested is not None and stop_requested():

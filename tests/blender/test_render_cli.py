@@ -41,10 +41,15 @@ def carprobe(*argv: str, timeout: float = 300, **kw) -> subprocess.CompletedProc
                           timeout=timeout, **kw)
 
 
-def start(*argv: str) -> subprocess.Popen:
+def start(*argv: str, env=None) -> subprocess.Popen:
     code = "import sys; from blender_addon.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+
+
+def png_chunk_types(path: Path) -> list[bytes]:
+    from blender_addon.core.image_files import png_chunks
+    return [kind for kind, _ in png_chunks(path.read_bytes())]
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -106,19 +111,27 @@ def test_render_writes_images_masks_metadata_and_versions(full_set):
 
 def test_resume_after_a_killed_run_renders_only_the_rest(spec_file, full_set, tmp_path):
     out = tmp_path / "set"
-    proc = start("render", str(spec_file), "--out", str(out), "--no-progress")
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    proc = start("render", str(spec_file), "--out", str(out), "--no-progress",
+                 env={**os.environ, "TMPDIR": str(system_tmp)})
     wait_for_journal(out, 2, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: a crash
     proc.wait()
     done_before = len(render_set.completed_indices(out))
     assert 2 <= done_before < COUNT
+    assert not [p.name for p in system_tmp.iterdir() if "carprobe" in p.name]  # scratch stays in the set
 
     result = carprobe("render", str(spec_file), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert f"{COUNT - done_before} rendered now, {done_before} already there" in result.stdout
     assert (out / "metadata.csv").read_bytes() == (full_set / "metadata.csv").read_bytes()
-    assert not list(out.rglob("*.tmp*"))
+    assert not list(out.rglob("*.tmp*")) and not (out / render_set.SCRATCH_DIR).exists()
     assert_same_images(out, full_set, [f"images/{i:06d}.png" for i in range(COUNT)])
+    for i in range(COUNT):  # no date stamp: files differ in bytes only where their pixels differ
+        a, b = out / f"images/{i:06d}.png", full_set / f"images/{i:06d}.png"
+        assert b"tEXt" not in png_chunk_types(a) and b"tIME" not in png_chunk_types(a)
+        assert (a.read_bytes() == b.read_bytes()) == bool((pixels(a) == pixels(b)).all())
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_complete_images(spec_file, tmp_path):
@@ -298,3 +311,54 @@ def test_single_process_render_keeps_blenders_log_off_stdout(spec_file, tmp_path
     verbose = carprobe("render", str(spec_file), "--out", str(tmp_path / "v"), "--limit", "1", "--verbose")
     assert verbose.returncode == 0, verbose.stderr
     assert "Fra:" in verbose.stdout and "Saved:" in verbose.stdout
+
+
+def test_a_full_disk_never_records_a_short_image(spec_file, tmp_path):
+    """A file-size limit (ulimit -f) makes writes fail like a full disk: Blender then writes a short
+    PNG without raising; the run must end in exit 2, keep only whole images, and resume."""
+    import resource
+
+    out = tmp_path / "set"
+    assert carprobe("render", str(spec_file), "--out", str(out), "--limit", "2").returncode == 0
+    marker_size = (out / render_set.MARKER).stat().st_size
+    limit = max(marker_size, 4000)  # room for journals and masks, not for a 64 px image
+    assert (out / "images/000000.png").stat().st_size > limit
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = carprobe("render", str(spec_file), "--out", str(out), preexec_fn=small_disk)
+    assert full.returncode == 2, full.stderr
+    assert "2 complete images are kept" in full.stderr and "Traceback" not in full.stderr
+    assert sorted(render_set.completed_indices(out)) == [0, 1]
+    from blender_addon.core.image_files import check_image
+    for image in list((out / "images").glob("*.png")) + list((out / "masks").glob("*.png")):
+        check_image(image)  # no short file in place
+    result = carprobe("render", str(spec_file), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "4 rendered now, 2 already there" in result.stdout
+
+
+def test_masks_with_workbench_equal_the_cycles_masks(spec_file, full_set, tmp_path):
+    spec = {**SPEC, "render": {**SPEC["render"], "engine": "workbench", "samples": 1}}
+    path = tmp_path / "workbench.toml"
+    path.write_text(dumps_toml(spec))
+    out = tmp_path / "set"
+    result = carprobe("render", str(path), "--out", str(out), "--limit", "1")
+    assert result.returncode == 0, result.stderr
+    mask = np.asarray(Image.open(out / "masks/000000.png"))
+    assert (mask == np.asarray(Image.open(full_set / "masks/000000.png"))).mean() > 0.99
+    assert not (out / render_set.SCRATCH_DIR).exists()
+
+
+def test_a_car_model_that_fails_to_import_leaves_no_render_set(tmp_path):
+    (tmp_path / "broken.glb").write_bytes(b"glTF this is not a model")
+    spec = {**SPEC, "car": {"body": "model", "model_file": "broken.glb", "shape_seed": {"values": [0, 1]}}}
+    path = tmp_path / "broken.toml"
+    path.write_text(dumps_toml(spec))
+    out = tmp_path / "set"
+    result = carprobe("render", str(path), "--out", str(out), "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert "car.model_file" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()

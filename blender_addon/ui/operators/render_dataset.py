@@ -54,7 +54,7 @@ class CARPROBE_OT_render_dataset(bpy.types.Operator):
 
         spec = current_spec(context)
         out = output_dir(context)
-        return RenderJob(spec, out, make_image_renderer(spec), range(sample_count(spec)),
+        return RenderJob(spec, out, make_image_renderer(spec, scratch_root=out), range(sample_count(spec)),
                          blender_version=bpy.app.version_string)
 
     def _show(self, context, job, message: str = "") -> None:
