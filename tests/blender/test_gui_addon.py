@@ -296,7 +296,8 @@ def tiny_job(tmp_path, render_image):
 def fake_render(row, image_path, mask_path):
     if row["index"] == 2 and os.environ.get("CARPROBE_TEST_FAIL") == "1":
         raise RuntimeError("GPU on fire")
-    image_path.write_bytes(b"x")
+    from PIL import Image
+    Image.new("RGB", (4, 3)).save(image_path)  # the loop checks it is a whole PNG
 
 
 import os  # noqa: E402

@@ -199,9 +199,10 @@ def test_cli_handler_renders_a_shard(ext, tiny, tmp_path):
     handler = ext.blender_addon.cli_command
     out = tmp_path / "set"
     assert handler(["render", str(tiny), "--out", str(out), "--shard", "1/2"]) == 0
-    first = {r["index"] for r in read_render_set(out).rows}
-    assert handler(["render", str(tiny), "--out", str(out), "--shard", "2/2"]) == 0
-    assert 0 < len(first) < 3 and [r["index"] for r in read_render_set(out).rows] == [0, 1, 2]
+    assert [r["index"] for r in read_render_set(out).rows] == [0, 2]
+    assert handler(["render", str(tiny), "--out", str(out), "--shard", "2/2"]) == 2  # each shard its own folder
+    assert handler(["render", str(tiny), "--out", str(tmp_path / "set-2"), "--shard", "2/2"]) == 0
+    assert [r["index"] for r in read_render_set(tmp_path / "set-2").rows] == [1]
     assert handler(["render", str(tiny)]) == 2            # argparse: --out is required
 
 

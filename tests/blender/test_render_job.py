@@ -10,6 +10,7 @@ import itertools
 import math
 
 import pytest
+from PIL import Image
 
 from blender_addon.core import render_set
 from blender_addon.core.errors import CarprobeError
@@ -30,9 +31,9 @@ class FakeRenderer:
         if row["index"] == self.fail_at:
             raise RuntimeError("GPU on fire")
         self.calls.append(row["index"])
-        image_path.write_bytes(b"image %d" % row["index"])
+        Image.new("RGB", (4, 3), (row["index"], 0, 0)).save(image_path)  # the loop checks it is a whole PNG
         if mask_path is not None:
-            mask_path.write_bytes(b"mask")
+            Image.new("L", (4, 3), 1).save(mask_path)
 
 
 def ticking_clock(step=0.1):
