@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 from blender_addon.core.errors import CarprobeError
 from blender_addon.core.render_set import read_render_set
+from blender_addon.core.sampling import column_types
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -30,10 +31,35 @@ class RenderSetData:
 
     @cached_property
     def metadata(self):
+        """metadata.csv as a DataFrame with the column types of dataset.json (`column_types`;
+        sets of format version 1: today's types of the columns they have): text columns stay
+        text when every value is empty, matrices are numpy arrays, and an integer column with
+        empty values (a box without a mask) is a nullable Int64."""
+        import json
+
+        import numpy as np
         import pandas as pd
 
         columns = self.info.get("columns") or (list(self.rows[0]) if self.rows else ["file_name", "index"])
-        return pd.DataFrame(self.rows, columns=columns)
+        columns = ["mask_file_name" if c == "mask_file" else c for c in columns]  # format version 1
+        frame = pd.DataFrame(self.rows, columns=columns)
+        types = self.info.get("column_types") or column_types()
+        for column in frame.columns:
+            kind = types.get(column)
+            if kind is None:
+                continue  # a column this carprobe does not know: as read
+            values = frame[column]
+            if kind.startswith("float64["):
+                shape = tuple(int(n) for n in kind[len("float64["):-1].split(","))
+                frame[column] = [np.asarray(json.loads(v) if isinstance(v, str) else v, dtype=np.float64)
+                                 .reshape(shape) for v in values]
+            elif kind == "int64":
+                frame[column] = values.astype("Int64" if values.isna().any() else "int64")
+            elif kind in ("float64", "bool"):
+                frame[column] = values.astype(kind)
+            else:
+                frame[column] = values.fillna("").astype("str")
+        return frame
 
     @property
     def image_paths(self) -> list[Path]:
@@ -57,6 +83,76 @@ class RenderSetData:
         for row, path in zip(self.rows, self.image_paths):
             digest.update(f"{row['file_name']}|{_content_hash(path)}\n".encode())
         return digest.hexdigest()
+
+
+class RenderSetDataset:
+    """A labelled map-style torch Dataset over a render set (what torchvision's ImageFolder is for
+    a folder tree). Item i is ``(image, label, row)``, or ``(image, label, row, mask)`` with
+    ``with_mask=True``:
+
+    - image: ``transform(PIL RGB image)`` (the PIL image without a transform);
+    - label: the integer class of the row's `label` column; ``classes[label]`` is its value,
+      classes in sorted order (like ImageFolder's ``class_to_idx``);
+    - row: the metadata row as a dict with the types of ``RenderSetData.metadata`` (matrices as
+      numpy arrays; a missing number, e.g. a box without a mask, is NaN), so DataLoader's default
+      collate batches it;
+    - mask: ``mask_transform(PIL part-id mask)``, by default a uint8 tensor (H, W) of part ids
+      (``info["mask_parts"]``); give a geometric ``mask_transform`` that matches ``transform``
+      (nearest-neighbour resizing) when ``transform`` resizes or crops.
+
+        from torch.utils.data import DataLoader
+        from torchvision.transforms import v2
+        dataset = RenderSetDataset("sets/quick", label="car_id", with_mask=True,
+                                   transform=v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]))
+        for images, labels, rows, masks in DataLoader(dataset, batch_size=32, shuffle=True): ...
+    """
+
+    def __init__(self, set: str | Path | RenderSetData, label: str = "car_id", transform: Callable | None = None,
+                 with_mask: bool = False, mask_transform: Callable | None = None):
+        data = set if isinstance(set, RenderSetData) else RenderSetData(set)
+        metadata = data.metadata
+        if label not in metadata.columns:
+            raise CarprobeError(f"label {label!r}: not a column of {data.root}/metadata.csv; available: "
+                                f"{', '.join(metadata.columns)}")
+        if with_mask and not all(data.mask_paths):
+            raise CarprobeError(f"with_mask: render set {data.root} has no masks (render.masks = false in its "
+                                "spec); render it with masks or leave with_mask off")
+        self.data, self.label, self.transform = data, label, transform
+        self.with_mask, self.mask_transform = with_mask, mask_transform
+        self.classes = sorted(metadata[label].unique().tolist())
+        self.class_to_idx = {value: i for i, value in enumerate(self.classes)}
+        self.targets = [self.class_to_idx[value] for value in metadata[label]]
+        self._rows = [_collatable(row) for row in metadata.to_dict("records")]
+        self._images = ImagePathsDataset(data.image_paths, transform)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: int):
+        item = (self._images.load(index), self.targets[index], self._rows[index])
+        if not self.with_mask:
+            return item
+        from PIL import Image
+
+        path = self.data.mask_paths[index]
+        try:
+            with Image.open(path) as mask:
+                mask = mask.convert("L")
+        except (OSError, ValueError) as exc:
+            raise ImageReadError(f"mask {path}: cannot be read ({exc})") from None
+        if self.mask_transform is not None:
+            return (*item, self.mask_transform(mask))
+        import numpy as np
+        import torch
+
+        return (*item, torch.from_numpy(np.array(mask, dtype=np.uint8)))
+
+
+def _collatable(row: dict[str, Any]) -> dict[str, Any]:
+    """A metadata row DataLoader's default collate accepts: a missing value (pandas NA) is NaN."""
+    import pandas as pd
+
+    return {k: float("nan") if not hasattr(v, "shape") and pd.isna(v) else v for k, v in row.items()}
 
 
 def _content_hash(path: Path) -> str:

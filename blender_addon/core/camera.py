@@ -10,8 +10,9 @@ the frame at every elevation); ``distance`` is measured from that point. Jitter 
 look-at point (Gaussian, std = jitter in metres per axis, seeded per image); the camera
 location stays put, so framing varies but the viewing angle barely does.
 
-A Blender camera looks along its local -Z with local +Y up, so matrix_world's columns are
-(right, up, backward, location).
+A Blender camera looks along its local -Z with local +Y up (x right), so matrix_world's
+columns are (right, up, backward, location). OpenCV's camera looks along +Z with +Y down;
+``opencv_camera`` gives the pinhole model in that convention: x_pixel ~ K (R X_world + t).
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ def intrinsics(focal_length_mm: float, width: int, height: int,
     larger image side; pixels are square; the principal point is the image centre."""
     fx = focal_length_mm / sensor_width_mm * max(width, height)
     return fx, fx, width / 2.0, height / 2.0
+
+
+def opencv_camera(pose: CameraPose, fx: float, fy: float, cx: float, cy: float):
+    """(K 3x3, [R|t] 3x4) in OpenCV's convention: [R|t] maps world points into a camera frame
+    with x right, y down, z forward (Blender's camera frame with y and z negated), and K maps
+    that frame to pixels whose centres are at integer coordinates, (0, 0) the top-left pixel's
+    centre; hence the principal point is Blender's image centre (cx, cy) minus half a pixel."""
+    m = pose.matrix_world
+    right = tuple(m[i][0] for i in range(3))
+    down = tuple(-m[i][1] for i in range(3))
+    forward = tuple(-m[i][2] for i in range(3))
+    location = pose.location
+    K = ((fx, 0.0, cx - 0.5), (0.0, fy, cy - 0.5), (0.0, 0.0, 1.0))
+    Rt = tuple((*axis, -sum(a * c for a, c in zip(axis, location))) for axis in (right, down, forward))
+    return K, Rt
 
 
 def _sub(a, b):

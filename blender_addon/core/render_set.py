@@ -3,14 +3,19 @@
 Layout (see DESIGN.md)::
 
     my_set/
-      dataset.json          resolved spec, spec hash, versions, counts, factors, mask parts, shard
+      dataset.json          resolved spec, spec hash, versions, counts, factors, mask parts, shard,
+                            column_types (one schema per format version, see sampling.column_types)
       metadata.csv          one row per complete image, file_name first, sorted by index
+      metadata.hf.jsonl     the same rows with real types: lists for matrices, null for empty
+      README.md             a Hugging Face dataset card: `load_dataset(SET)` reads the JSON lines
+                            with typed features, images and masks as image columns
       images/000000.png     RGB
       masks/000000.png      part ids (schema.MASK_PARTS), when render.masks
       .carprobe/spec.json   what this folder belongs to (written before the first image): spec
                             hash, the sha256 of every input file (car models, HDRIs, images), shard
       .carprobe/journal/    one JSON-lines journal per rendering process: {"index", "file_name",
-                            "mask_file"} per complete image, fsync'd in batches (Journal.commit);
+                            "mask_file_name", "bbox"} per complete image, fsync'd in batches
+                            (Journal.commit);
                             a torn last line is ignored
       .carprobe/lock        held (flock) by the one job that owns the folder while it runs
       .carprobe/scratch/    per-process scratch space of the renderer (mask passes)
@@ -42,6 +47,7 @@ import shutil
 import socket
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,13 +57,15 @@ from typing import Any
 from . import schema
 from .errors import CarprobeError
 from .image_files import DamagedImage, check_image
+from .mask_box import mask_bbox
 from .progress import Progress
-from .sampling import CAMERA_COLUMNS, COLOR_SUFFIXES, metadata_columns, sample_count, sample_row
+from .sampling import (BBOX_COLUMNS, LIST_COLUMNS, NEVER_EMPTY, column_types, metadata_columns, sample_count,
+                       sample_row)
 from .spec import Spec, parse_spec
 from .version import CARPROBE_VERSION
 
 FORMAT = "carprobe-render-set"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: mask_file → mask_file_name, camera.K/Rt, bbox_*, column_types, HF files
 STATE_DIR = ".carprobe"
 MARKER = f"{STATE_DIR}/spec.json"
 JOURNAL_DIR = f"{STATE_DIR}/journal"
@@ -66,6 +74,9 @@ LOCK_FILE = f"{STATE_DIR}/lock"
 SCRATCH_DIR = f"{STATE_DIR}/scratch"
 DATASET_JSON = "dataset.json"
 METADATA_CSV = "metadata.csv"
+# Not named metadata.jsonl: imagefolder refuses a folder with two metadata.* files.
+METADATA_JSONL = "metadata.hf.jsonl"
+DATASET_CARD = "README.md"
 # Temporary files (temp_path): '.<stem>.<pid>-<token>.tmp<suffix>' — they keep the real suffix
 # at the end because image writers pick the format from it.
 _TMP_NAME = re.compile(r"^\.(.+)\.[0-9]+-[0-9a-f]+\.tmp(\.[A-Za-z]+)?$")
@@ -102,7 +113,7 @@ class RenderSet:
 
     @property
     def mask_paths(self) -> list[Path | None]:
-        return [self.root / row["mask_file"] if row["mask_file"] else None for row in self.rows]
+        return [self.root / row["mask_file_name"] if row["mask_file_name"] else None for row in self.rows]
 
 
 # --- atomic files ----------------------------------------------------------------------
@@ -172,14 +183,17 @@ class Journal:
         self._clock = clock
         self._last_commit = clock()
 
-    def add(self, index: int, file_name: str, mask_file: str, files: Iterable[tuple[Path, Path]] = ()) -> None:
-        """Queue image `index`: its `files` are (temporary, final) paths of whole files."""
-        line = json.dumps({"index": index, "file_name": file_name, "mask_file": mask_file})
+    def add(self, index: int, file_name: str, mask_file_name: str, files: Iterable[tuple[Path, Path]] = (),
+            bbox=None) -> None:
+        """Queue image `index`: its `files` are (temporary, final) paths of whole files; `bbox`
+        the car's box in its mask (core/mask_box.py)."""
+        line = json.dumps({"index": index, "file_name": file_name, "mask_file_name": mask_file_name,
+                           "bbox": None if bbox is None else list(bbox)})
         self._queue.append((line, list(files)))
 
-    def append(self, index: int, file_name: str, mask_file: str) -> None:
+    def append(self, index: int, file_name: str, mask_file_name: str, bbox=None) -> None:
         """Journal an image whose files are already in place and durable."""
-        self.add(index, file_name, mask_file)
+        self.add(index, file_name, mask_file_name, bbox=bbox)
         self.commit()
 
     @property
@@ -269,10 +283,15 @@ def journal_entries(root: Path) -> dict[int, dict[str, Any]]:
                 continue  # a torn last line of a process that died mid-write
             if not isinstance(index, int) or isinstance(index, bool):
                 continue
-            for key, folder_name in (("file_name", "images"), ("mask_file", "masks")):
-                check_member(entry.get(key) or "", folder_name, f"{path}, line {number}", allow_empty=True)
+            check_member(entry.get("file_name") or "", "images", f"{path}, line {number}", allow_empty=True)
+            check_member(_entry_mask(entry), "masks", f"{path}, line {number}", allow_empty=True)
             entries.setdefault(index, entry)
     return entries
+
+
+def _entry_mask(entry: dict[str, Any]) -> str:
+    """The mask file of a journal entry ("mask_file" in journals of format version 1)."""
+    return entry.get("mask_file_name", entry.get("mask_file")) or ""
 
 
 def check_member(name: Any, folder: str, source: str, allow_empty: bool = False) -> str:
@@ -294,7 +313,7 @@ def completed_indices(root: Path) -> dict[int, dict[str, Any]]:
     root = Path(root)
     done = {}
     for index, entry in journal_entries(root).items():
-        files = [entry.get("file_name", "")] + ([entry["mask_file"]] if entry.get("mask_file") else [])
+        files = [entry.get("file_name", "")] + ([_entry_mask(entry)] if _entry_mask(entry) else [])
         if files[0] and all((root / f).is_file() for f in files):
             done[index] = entry
     return done
@@ -701,7 +720,7 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
     """Render one row to temporary files and queue them in the journal (Journal.commit puts
     them in place); on any error its temporary files are deleted."""
     image = root / row["file_name"]
-    mask = root / row["mask_file"] if row["mask_file"] else None
+    mask = root / row["mask_file_name"] if row["mask_file_name"] else None
     tmp_image = temp_path(image)
     tmp_mask = temp_path(mask) if mask is not None else None
     files = [(tmp_image, image)] + ([(tmp_mask, mask)] if mask is not None else [])
@@ -718,7 +737,17 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
         for tmp, _ in files:
             tmp.unlink(missing_ok=True)
         raise
-    journal.add(row["index"], row["file_name"], row["mask_file"], files)
+    journal.add(row["index"], row["file_name"], row["mask_file_name"], files, bbox=_bbox_of(tmp_mask))
+
+
+def _bbox_of(mask: Path | None):
+    """The car's box in a mask file (None without a mask, a car pixel or a readable mask)."""
+    if mask is None:
+        return None
+    try:
+        return mask_bbox(mask)
+    except (OSError, ValueError, zlib.error):
+        return None
 
 
 def _space_hint(root: Path) -> str:
@@ -748,16 +777,22 @@ def write_index_files(spec: Spec, root: str | Path, *, blender_version: str | No
     """
     root = Path(root)
     total = sample_count(spec)
-    complete = sorted(i for i in completed_indices(root) if i < total)
+    done = completed_indices(root)
+    complete = sorted(i for i in done if i < total)
     columns = metadata_columns(spec)
-    buffer = io.StringIO()
+    buffer, jsonl = io.StringIO(), io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     masks = 0
     for index in complete:
         row = sample_row(spec, index)
-        masks += bool(row["mask_file"])
-        writer.writerow([row[c] for c in columns])  # str(float) is the shortest exact repr
+        masks += bool(row["mask_file_name"])
+        entry = done[index]
+        bbox = entry["bbox"] if "bbox" in entry else _bbox_of(root / row["mask_file_name"] if row["mask_file_name"]
+                                                              else None)
+        row.update(zip(BBOX_COLUMNS, bbox or (None,) * 4))
+        writer.writerow([row[c] for c in columns])  # str(float) is the shortest exact repr; None → ""
+        jsonl.write(json.dumps(_json_row(row, columns)) + "\n")
     if blender_version is None:
         blender_version = _previous_info(root).get("blender_version")
     info = {
@@ -773,13 +808,78 @@ def write_index_files(spec: Spec, root: str | Path, *, blender_version: str | No
         "factors": spec.varying_factors,
         "mask_parts": {name: i for i, name in enumerate(schema.MASK_PARTS)},
         "columns": columns,
+        "column_types": column_types(),
         "shard": _shard_info(shard),
         # sha256 of every input file (car models, HDRIs, background images), from the marker
         "files": (folder_marker(root) or {}).get("files", {}),
     }
     atomic_write_text(root / METADATA_CSV, buffer.getvalue())
+    atomic_write_text(root / METADATA_JSONL, jsonl.getvalue())
+    atomic_write_text(root / DATASET_CARD, dataset_card(spec.name))
     atomic_write_text(root / DATASET_JSON, json.dumps(info, indent=1, sort_keys=False) + "\n")
     return len(complete)
+
+
+def _json_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """A metadata row with real types: matrices as nested lists, empty values as null."""
+    out = {}
+    for column in columns:
+        value = row[column]
+        if column in LIST_COLUMNS:
+            value = json.loads(value)
+        elif value == "" and column not in NEVER_EMPTY:
+            value = None
+        out[column] = value
+    return out
+
+
+_HF_TYPES = {"string": "string", "int64": "int64", "float64": "float64", "bool": "bool"}
+
+
+def hf_features() -> list[dict[str, Any]]:
+    """The Hugging Face `features` of metadata.hf.jsonl as loaded by imagefolder, in the card's
+    YAML form: file_name becomes the `image` column and mask_file_name the `mask` column."""
+    features = []
+    for column, kind in column_types().items():
+        if column == "file_name":
+            features.append({"name": "image", "dtype": "image"})
+        elif column == "mask_file_name":
+            features.append({"name": "mask", "dtype": "image"})
+        elif column in LIST_COLUMNS:
+            feature: Any = "float64"
+            for length in reversed(LIST_COLUMNS[column]):
+                feature = {"list": feature, "length": length}  # HF reads the first key as the type
+            features.append({"name": column, **feature})
+        else:
+            features.append({"name": column, "dtype": _HF_TYPES[kind]})
+    return features
+
+
+def dataset_card(name: str) -> str:
+    """README.md of a render set: a Hugging Face dataset card whose YAML header makes
+    `datasets.load_dataset(SET)` read metadata.hf.jsonl with fixed features, so every set of one
+    format version has the same features (sets concatenate) and masks load as images."""
+    def yaml_value(value: Any, indent: int) -> str:
+        if isinstance(value, dict):
+            pad = " " * indent
+            return "".join(f"\n{pad}{k}: {yaml_value(v, indent + 2).lstrip(' ')}" if isinstance(v, dict)
+                           else f"\n{pad}{k}: {json.dumps(v)}" for k, v in value.items())
+        return json.dumps(value)
+
+    lines = ["---", "configs:", "- config_name: default", "  data_files:", "  - split: train", "    path:",
+             "    - images/*", f"    - {METADATA_JSONL}", "  metadata_filenames:", f"  - {METADATA_JSONL}",
+             "  drop_labels: true", "  features:"]
+    for feature in hf_features():
+        first, *rest = feature.items()
+        lines.append(f"  - {first[0]}: {json.dumps(first[1])}")
+        for key, value in rest:
+            lines.append(f"    {key}: {json.dumps(value)}" if not isinstance(value, dict)
+                         else f"    {key}:{yaml_value(value, 6)}")
+    lines += ["---", "", f"# {name}", "",
+              "A carprobe render set. `datasets.load_dataset(\"path/to/this/folder\")` reads it with the "
+              "features above (images and part masks as image columns); pandas reads `metadata.csv`, "
+              "whose column types are in `dataset.json` (`column_types`).", ""]
+    return "\n".join(lines)
 
 
 def _previous_info(root: Path) -> dict[str, Any]:
@@ -831,7 +931,8 @@ def read_render_set(path: str | Path) -> RenderSet:
 
 
 # Columns every reader relies on (paths, order, masks); the rest are factors and camera values.
-REQUIRED_COLUMNS = ("file_name", "index", "mask_file")
+REQUIRED_COLUMNS = ("file_name", "index", "mask_file_name")
+LEGACY_COLUMNS = {"mask_file": "mask_file_name"}  # format version 1
 
 
 def _read_metadata(path: Path) -> list[dict[str, Any]]:
@@ -850,6 +951,7 @@ def _read_metadata(path: Path) -> list[dict[str, Any]]:
         header = reader.fieldnames or []
     except csv.Error as exc:
         fail(1, f"unreadable header ({exc})")
+    header = reader.fieldnames = [LEGACY_COLUMNS.get(c, c) for c in header]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         fail(1, f"required column(s) {', '.join(missing)} missing from the header (a carprobe metadata.csv "
@@ -878,26 +980,28 @@ def _read_metadata(path: Path) -> list[dict[str, Any]]:
                        "one row")
         first_line[index] = line
         check_member(typed.get("file_name"), "images", f"{path}, line {line}")
-        check_member(typed.get("mask_file", ""), "masks", f"{path}, line {line}", allow_empty=True)
+        check_member(typed.get("mask_file_name", ""), "masks", f"{path}, line {line}", allow_empty=True)
         rows.append(typed)
     return rows
 
 
-_COLUMN_KINDS = {p.path: p.kind for p in schema.PARAMS}
+_COLUMN_TYPES = column_types()
 
 
 def _typed_row(row: dict[str, str]) -> dict[str, Any]:
-    """metadata.csv strings → the types sample_row gives (matrix_world stays a JSON string)."""
+    """metadata.csv strings → the types sample_row gives (matrices stay JSON text; an empty
+    measured value, e.g. a box without a mask, is None)."""
     out: dict[str, Any] = {}
     for column, text in row.items():
         if column is None or text is None:  # csv.DictReader: more or fewer fields than the header
             raise ValueError("the number of fields differs from the header's")
-        kind = _COLUMN_KINDS.get(column)
-        is_color_part = column[-2:] in COLOR_SUFFIXES and _COLUMN_KINDS.get(column[:-2]) == "color"
+        kind = _COLUMN_TYPES.get(column, "string")
         try:
-            if column in ("index", "seed") or kind == "int":
+            if kind in ("int64", "float64") and text == "" and column not in NEVER_EMPTY:
+                out[column] = None
+            elif kind == "int64":
                 out[column] = int(text)
-            elif kind == "float" or is_color_part or (column in CAMERA_COLUMNS and column != "camera.matrix_world"):
+            elif kind == "float64":
                 out[column] = float(text)
             elif kind == "bool":
                 out[column] = text == "True"
@@ -955,10 +1059,10 @@ def merge(parts: Iterable[str | Path], out: str | Path, progress: bool = False) 
                 bar = Progress(len(todo), label=f"merge {part.name}", enabled=progress)
                 for index in todo:
                     entry, row = entries[part][index], sample_row(spec, index)
-                    names = [entry["file_name"], entry.get("mask_file") or ""]
-                    if names != [row["file_name"], row["mask_file"]]:
+                    names = [entry["file_name"], _entry_mask(entry)]
+                    if names != [row["file_name"], row["mask_file_name"]]:
                         raise CarprobeError(f"merge: part {part} lists sample {index} as {names}; this spec "
-                                            f"names it {[row['file_name'], row['mask_file']]}")
+                                            f"names it {[row['file_name'], row['mask_file_name']]}")
                     for name in filter(None, names):
                         try:
                             check_image(part / name)
@@ -966,7 +1070,8 @@ def merge(parts: Iterable[str | Path], out: str | Path, progress: bool = False) 
                             raise CarprobeError(f"merge: part {part}: {name} is damaged ({exc}); rerender that "
                                                 "part (delete the file and rerun its render command)") from None
                         _copy_atomic(part / name, root / name)
-                    journal.append(index, entry["file_name"], entry.get("mask_file") or "")
+                    bbox = entry["bbox"] if "bbox" in entry else _bbox_of(root / names[1] if names[1] else None)
+                    journal.append(index, *names, bbox)
                     done.add(index)
                     bar.update()
                 bar.close()

@@ -24,16 +24,24 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import schema
-from .camera import camera_pose, intrinsics
+from .camera import camera_pose, intrinsics, opencv_camera
 from .colors import hsv_string, parse_color
 from .errors import CarprobeError
 from .spec import Factor, Spec
 
-ROW_PREFIX = ("file_name", "index", "seed", "car_id", "subset", "mask_file")
+# `mask_file_name`: Hugging Face imagefolder loads every `*_file_name` column as an image.
+ROW_PREFIX = ("file_name", "index", "seed", "car_id", "subset", "mask_file_name")
 COLOR_SUFFIXES = ("_r", "_g", "_b", "_h", "_s", "_v")
 CAMERA_COLUMNS = ("camera.fx", "camera.fy", "camera.cx", "camera.cy",
                   "camera.location_x", "camera.location_y", "camera.location_z",
-                  "camera.look_at_x", "camera.look_at_y", "camera.look_at_z", "camera.matrix_world")
+                  "camera.look_at_x", "camera.look_at_y", "camera.look_at_z", "camera.matrix_world",
+                  "camera.K", "camera.Rt")
+# Matrix columns: JSON text in metadata.csv, real (nested) lists in metadata.hf.jsonl.
+LIST_COLUMNS = {"camera.matrix_world": (16,), "camera.K": (3, 3), "camera.Rt": (3, 4)}
+# Measured from the mask after rendering (core/mask_box.py); empty without masks.
+BBOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
+# Columns that always hold a value; every other one may be empty ("" in CSV, null in JSON).
+NEVER_EMPTY = ("file_name", "index", "seed", "car_id")
 IMAGE_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
 CAMERA_DIGITS = 6  # camera columns are rounded: micrometre precision, readable CSV
 
@@ -71,7 +79,29 @@ def metadata_columns(spec: Spec) -> list[str]:
             if p.kind == "color":
                 columns.extend(p.path + s for s in COLOR_SUFFIXES)
     columns.extend(CAMERA_COLUMNS)
+    columns.extend(BBOX_COLUMNS)
     return columns
+
+
+_KIND_TYPES = {"float": "float64", "int": "int64", "bool": "bool"}  # other kinds are text
+
+
+def column_types() -> dict[str, str]:
+    """The type of every metadata column: string, int64, float64, bool, or float64[shape] for a
+    matrix. The same for every render set of this carprobe format version, whatever its values
+    (an all-empty column stays a string column); stored in dataset.json as `column_types`."""
+    types = {"file_name": "string", "index": "int64", "seed": "int64", "car_id": "string", "subset": "string",
+             "mask_file_name": "string"}
+    for p in schema.PARAMS:
+        if p.factor:
+            types[p.path] = _KIND_TYPES.get(p.kind, "string")
+            if p.kind == "color":
+                types.update({p.path + s: "float64" for s in COLOR_SUFFIXES})
+    for column in CAMERA_COLUMNS:
+        shape = LIST_COLUMNS.get(column)
+        types[column] = f"float64[{','.join(map(str, shape))}]" if shape else "float64"
+    types.update({c: "int64" for c in BBOX_COLUMNS})
+    return types
 
 
 def file_names(spec: Spec, index: int) -> tuple[str, str]:
@@ -124,7 +154,7 @@ def sample_row(spec: Spec, index: int) -> dict[str, Any]:
     values, subset, seed = sample_values(spec, index)
     image, mask = file_names(spec, index)
     row: dict[str, Any] = {"file_name": image, "index": index, "seed": seed,
-                           "car_id": car_id(values), "subset": subset, "mask_file": mask}
+                           "car_id": car_id(values), "subset": subset, "mask_file_name": mask}
     for p in schema.PARAMS:
         if not p.factor:
             continue
@@ -135,6 +165,7 @@ def sample_row(spec: Spec, index: int) -> dict[str, Any]:
             for suffix, component in zip(COLOR_SUFFIXES, color.linear + color.hsv):
                 row[p.path + suffix] = component
     row.update(camera_columns(values, spec.settings["render.width"], spec.settings["render.height"], seed))
+    row.update(dict.fromkeys(BBOX_COLUMNS))  # measured after rendering (render_set fills them in)
     return row
 
 
@@ -142,9 +173,13 @@ def camera_columns(values: dict[str, Any], width: int, height: int, seed: int) -
     fx, fy, cx, cy = intrinsics(values["camera.focal_length"], width, height)
     pose = camera_pose(values["camera.azimuth"], values["camera.elevation"], values["camera.distance"],
                        values["camera.jitter"], seed)
+    K, Rt = opencv_camera(pose, fx, fy, cx, cy)
 
     def r(x: float) -> float:
         return round(x, CAMERA_DIGITS) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+    def matrix(rows) -> str:
+        return json.dumps([[r(v) for v in row] for row in rows])
 
     return {
         "camera.fx": r(fx), "camera.fy": r(fy), "camera.cx": r(cx), "camera.cy": r(cy),
@@ -153,6 +188,7 @@ def camera_columns(values: dict[str, Any], width: int, height: int, seed: int) -
         "camera.look_at_x": r(pose.look_at[0]), "camera.look_at_y": r(pose.look_at[1]),
         "camera.look_at_z": r(pose.look_at[2]),
         "camera.matrix_world": json.dumps([r(v) for v in pose.flat_matrix()]),
+        "camera.K": matrix(K), "camera.Rt": matrix(Rt),
     }
 
 

@@ -76,7 +76,7 @@ def write_render_set(root: Path, per_class: int = 12, size: int = 40, seed: int 
             name = f"images/{index:06d}.png"
             draw_shape(shape, size, rng).save(root / name)
             rows.append({"file_name": name, "index": index, "seed": index, "car_id": f"car-{index % 5}",
-                         "subset": "", "mask_file": "", "shape": shape})
+                         "subset": "", "mask_file_name": "", "shape": shape})
     columns = list(rows[0])
     lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]
     (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")

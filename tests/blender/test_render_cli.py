@@ -94,7 +94,7 @@ def test_render_writes_images_masks_metadata_and_versions(full_set):
     for row in loaded.rows:
         image = Image.open(full_set / row["file_name"])
         assert image.size == (64, 64) and image.mode in ("RGB", "RGBA")
-        mask = np.asarray(Image.open(full_set / row["mask_file"]))
+        mask = np.asarray(Image.open(full_set / row["mask_file_name"]))
         assert mask.shape == (64, 64)
         ids = set(np.unique(mask).tolist())
         assert ids <= set(range(len(schema.MASK_PARTS)))
@@ -102,7 +102,7 @@ def test_render_writes_images_masks_metadata_and_versions(full_set):
     # a red car is redder than a blue one where the mask says body
     by_colour = {row["paint.color"]: row for row in loaded.rows if row["car.shape_seed"] == 0}
     def body_mean(row):
-        mask = np.asarray(Image.open(full_set / row["mask_file"])) == schema.MASK_PARTS.index("body")
+        mask = np.asarray(Image.open(full_set / row["mask_file_name"])) == schema.MASK_PARTS.index("body")
         return pixels(full_set / row["file_name"])[..., :3][mask].mean(axis=0)
     red, blue = body_mean(by_colour["red"]), body_mean(by_colour["blue"])
     assert red[0] > red[2] and blue[2] > blue[0]

@@ -278,7 +278,7 @@ def test_render_set_with_masks(fresh, tmp_path):
     assert [r["car.body"] for r in rows] == ["sedan", "suv", "van"]
     for r in rows:
         assert (out / r["file_name"]).stat().st_size > 500
-        w, h, ids = read_png_gray(out / r["mask_file"])
+        w, h, ids = read_png_gray(out / r["mask_file_name"])
         assert (w, h) == (64, 64)
         present = {MASK_PARTS[i] for i in set(ids)}
         assert {"background", "body", "glass", "wheels", "ground"} <= present, present
@@ -335,7 +335,7 @@ def test_every_body_renders_in_its_paint_colour_in_the_startup_scene(tmp_path):
         assert [r["car.body"] for r in rows] == bodies
         body_id, bg_id = MASK_PARTS.index("body"), MASK_PARTS.index("background")
         for r in rows:
-            w, h, raw = read_png_gray(out / r["mask_file"])
+            w, h, raw = read_png_gray(out / r["mask_file_name"])
             ids = np.frombuffer(raw, dtype=np.uint8).reshape(h, w)
             img = bpy.data.images.load(str(out / r["file_name"]))
             rgb = np.array(img.pixels[:], dtype=np.float32).reshape(h, w, 4)[::-1, :, :3]  # top row first
@@ -363,3 +363,44 @@ def test_render_threads_reach_the_scene(fresh, tmp_path):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     make_image_renderer(spec)(sample_row(spec, 0), tmp_path / "auto.png", None)  # a single process
     assert bpy.context.scene.render.threads_mode == "AUTO"
+
+
+def test_k_and_rt_reproject_the_cars_box_onto_the_mask_box(fresh, tmp_path):
+    """The OpenCV camera columns agree with what Blender rendered: the car's 3-D box corners,
+    projected with K and [R|t], enclose the mask's box of car pixels, and the projected mesh
+    vertices span that box to a pixel."""
+    import json
+
+    from blender_addon.core.mask_box import mask_bbox
+
+    # non-square, off-axis views: a swapped fx/fy, cx/cy, a flipped axis or a transposed R would show
+    spec = make_spec(render={"masks": True, "width": 64, "height": 40, "samples": 1},
+                     camera__azimuth={"values": [35.0, 215.0]}, camera__elevation=20.0,
+                     camera__distance=10.0, background__kind="sky")
+    render = make_image_renderer(spec)
+
+    def project(points, K, Rt):
+        us, vs = [], []
+        for p in points:
+            cam = [sum(Rt[r][c] * p[c] for c in range(3)) + Rt[r][3] for r in range(3)]
+            assert cam[2] > 0  # in front of the camera
+            us.append((K[0][0] * cam[0] + K[0][2] * cam[2]) / cam[2])
+            vs.append((K[1][1] * cam[1] + K[1][2] * cam[2]) / cam[2])
+        return min(us), min(vs), max(us), max(vs)
+
+    for index in range(sample_count(spec)):
+        row = sample_row(spec, index)
+        render(row, tmp_path / f"{index}.png", tmp_path / f"{index}-mask.png")
+        x0, y0, x1, y1 = mask_bbox(tmp_path / f"{index}-mask.png")
+        # K's pixel-centre convention: pixel i spans [i - 0.5, i + 0.5]
+        edges = (x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5)
+        K, Rt = json.loads(row["camera.K"]), json.loads(row["camera.Rt"])
+        car = bpy.data.objects[scene_mod.CAR]
+        corners = project([car.matrix_world @ Vector(c) for c in car.bound_box], K, Rt)
+        assert -0.5 < corners[0] and corners[2] < 63.5 and -0.5 < corners[1] and corners[3] < 39.5  # all in view
+        tol = 1.0
+        assert corners[0] <= edges[0] + tol and corners[1] <= edges[1] + tol, (index, corners, edges)
+        assert corners[2] >= edges[2] - tol and corners[3] >= edges[3] - tol, (index, corners, edges)
+        vertices = project([car.matrix_world @ v.co for v in car.data.vertices], K, Rt)
+        for got, want in zip(vertices, edges):
+            assert abs(got - want) <= 1.5, (index, vertices, edges)

@@ -129,11 +129,11 @@ def test_row_columns_and_colour_conversions():
     spec = spec_of(paint={"color": "hsv(0.0,1.0,0.5)"}, render={"masks": False, "format": "jpeg"})
     row = sampling.sample_row(spec, 0)
     assert list(row) == sampling.metadata_columns(spec)
-    assert row["file_name"] == "images/000000.jpg" and row["mask_file"] == ""
+    assert row["file_name"] == "images/000000.jpg" and row["mask_file_name"] == ""
     assert (row["paint.color_h"], row["paint.color_s"], row["paint.color_v"]) == (0.0, 1.0, 0.5)
     assert row["paint.color_r"] == pytest.approx(0.21404, abs=1e-5)  # sRGB 0.5 in linear
     assert row["paint.color_g"] == 0.0
-    assert sampling.metadata_columns(spec)[:6] == ["file_name", "index", "seed", "car_id", "subset", "mask_file"]
+    assert sampling.metadata_columns(spec)[:6] == ["file_name", "index", "seed", "car_id", "subset", "mask_file_name"]
 
 
 def test_car_id_of_user_models_uses_the_file_stem(tmp_path):
