@@ -377,12 +377,23 @@ def folder_spec_hash(root: Path) -> str | None:
     return None if marker is None else marker["spec_hash"]
 
 
+# A file parameter is read only when one of these factors can take the value that uses it.
+_FILE_USED_WHEN = {"car.model_file": (("car.body", "model"),),
+                   "lighting.hdri": (("lighting.kind", "hdri"), ("background.kind", "hdri")),
+                   "background.image": (("background.kind", "image"),)}
+
+
 def input_files(spec: Spec) -> dict[str, dict[str, str]]:
     """The sha256 of every file a spec reads (car models, HDRIs, background images), by parameter
     and value as written: a set is the same dataset only while these files stay the same."""
+    def used(path: str) -> bool:
+        gates = _FILE_USED_WHEN.get(path)
+        return gates is None or any(not spec.factors[factor].possible_values  # no finite set: maybe
+                                    or value in spec.factors[factor].possible_values for factor, value in gates)
+
     files: dict[str, dict[str, str]] = {}
     for p in schema.PARAMS:
-        if p.kind != "path":
+        if p.kind != "path" or not used(p.path):
             continue
         values = spec.factors[p.path].possible_values if p.factor else (spec.settings[p.path],)
         for value in values:

@@ -467,7 +467,12 @@ def test_a_run_that_fails_before_its_first_image_leaves_the_folder_as_found(tmp_
         render_set.render_samples(small_spec, root, FakeRenderer(fail_at=0, error=RuntimeError("cannot import")),
                                   progress=False)
     assert (root.exists(), list(root.iterdir()) if root.exists() else []) == (existing == "empty", [])
-    # a set with images keeps everything, marker included, whatever happens later
+    # a set that exists keeps everything, even with no image yet (e.g. an empty shard)
+    render_set.render_samples(small_spec, root, FakeRenderer(), indices=[], progress=False)
+    with pytest.raises(RuntimeError):
+        render_set.render_samples(small_spec, root, FakeRenderer(fail_at=0, error=RuntimeError("x")),
+                                  progress=False)
+    assert (root / render_set.MARKER).is_file() and (root / render_set.DATASET_JSON).is_file()
     render_set.render_samples(small_spec, root, FakeRenderer(), indices=[0], progress=False)
     with pytest.raises(RuntimeError):
         render_set.render_samples(small_spec, root, FakeRenderer(fail_at=0, error=RuntimeError("x")),
@@ -484,6 +489,8 @@ def test_a_changed_input_file_refuses_resume_and_merge(tmp_path):
     render_set.render_samples(spec, tmp_path / "a", FakeRenderer(), indices=[0, 1], progress=False)
     info = json.loads((tmp_path / "a/dataset.json").read_text())
     assert info["files"]["car.model_file"]["car.glb"] == hashlib.sha256(b"glTF version one").hexdigest()
+    unused = parse_spec({**data, "car": {**data["car"], "body": "sedan"}}, spec_dir)
+    assert render_set.input_files(unused) == {}  # a file the spec never reads does not count
     (spec_dir / "car.glb").write_bytes(b"glTF version two")  # same name, other car
     spec = parse_spec(data, spec_dir)
     with pytest.raises(CarprobeError, match="different car.model_file = 'car.glb': the file changed"):
