@@ -114,12 +114,6 @@ def _read_mask(out_dir: str, width: int, height: int) -> list[bytes]:
     return [r.tobytes() for r in ids]
 
 
-def _remove_scratch(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.dirname(path))  # the set's scratch folder, once no process uses it
-
-
 @contextlib.contextmanager
 def _only_carprobe_objects(scene):
     """Hide every object outside the `carprobe` collection from the render, restoring it after.
@@ -154,9 +148,11 @@ def make_image_renderer(spec, threads: int | None = None,
     def mask_dir() -> str:
         if not mask_dirs or not os.path.isdir(mask_dirs[0]):
             from ..core import render_set
-            path = (str(render_set.scratch_dir(Path(scratch_root))) if scratch_root is not None
-                    else tempfile.mkdtemp(prefix="carprobe-mask-"))
-            atexit.register(_remove_scratch, path)
+            if scratch_root is not None:
+                path = str(render_set.scratch_dir(Path(scratch_root)))
+            else:
+                path = tempfile.mkdtemp(prefix="carprobe-mask-")
+                atexit.register(shutil.rmtree, path, True)
             mask_dirs[:] = [path]
         return mask_dirs[0]
 

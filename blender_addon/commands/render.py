@@ -124,6 +124,7 @@ def _render_here(spec, out: Path, indices: list[int], stop: StopRequest, progres
     try:
         log = contextlib.nullcontext(None) if verbose else blender_output_to(out / render_set.LOG_DIR / "render.log")
         with log as progress_stream:
+            _temp_files_into(out)
             from ..blender.render import render_spec  # bpy only here
 
             if stop.requested():  # Ctrl-C while bpy loaded
@@ -141,6 +142,15 @@ def _render_here(spec, out: Path, indices: list[int], stop: StopRequest, progres
         print(f"{out}: {result.complete}/{result.total} images complete ({result.rendered} rendered now, "
               f"{result.skipped} already there)")
     return 0
+
+
+def _temp_files_into(out: Path) -> None:
+    """Point Blender's session temp folder (read once, when bpy loads) into the set's scratch
+    space: a killed render then leaves nothing in the system temp folder."""
+    if "bpy" not in sys.modules:
+        scratch = str(render_set.scratch_dir(out))
+        for name in ("TMPDIR", "TEMP", "TMP"):
+            os.environ[name] = scratch
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ Layout (see DESIGN.md)::
                             (Journal.commit);
                             a torn last line is ignored
       .carprobe/lock        held (flock) by the one job that owns the folder while it runs
-      .carprobe/scratch/    per-process scratch space of the renderer (mask passes)
+      .carprobe/scratch/    per-process scratch space (mask passes, Blender's temporary files)
 
 Guarantees: every file is written to a temporary name in its final folder, fsync'd and renamed
 (os.replace), so a reader never sees half a file. Every image and mask is checked to be a whole
@@ -36,6 +36,7 @@ holds a timestamp, so identical renders give identical files.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import errno
 import hashlib
@@ -342,11 +343,20 @@ def remove_stray_temp_files(root: Path, indices: Iterable[int] | None = None) ->
 
 
 def scratch_dir(root: Path) -> Path:
-    """A new scratch folder of this process inside the set (removed by its owner's cleanup, so a
-    killed process leaks nothing outside the set)."""
+    """A new scratch folder of this process inside the set, removed when the process exits (and
+    by the owner's cleanup after a kill, so a killed process leaks nothing outside the set)."""
     path = Path(root) / SCRATCH_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
+    atexit.register(_remove_scratch, path)
     return path
+
+
+def _remove_scratch(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.rmdir()  # the set's scratch folder, once no process uses it
+    except OSError:
+        pass
 
 
 # --- the output folder -----------------------------------------------------------------
