@@ -11,6 +11,7 @@ ANALYSIS_COMMANDS: dict[str, tuple[str, str]] = {
     "silhouettes": ("analysis.commands.silhouettes", "property silhouettes and NR-Prec per factor"),
     "metrics": ("analysis.commands.metrics", "embedding-space and retrieval metrics"),
     "saliency": ("analysis.commands.saliency", "saliency maps, model comparison, mask shares"),
+    "effects": ("analysis.commands.effects", "factor effects: a change of one factor against a change of car"),
     "train": ("analysis.commands.train", "train a DML model with a chosen loss"),
     "report": ("analysis.commands.report", "write the HTML report for a render set and models"),
     "demo": ("analysis.commands.demo", "the main job: render, train, analyse, report"),

@@ -28,9 +28,9 @@ def add_bins_argument(parser: argparse.ArgumentParser) -> None:
                              "listed values always stay one class each), or 'none' (default 8)")
 
 
-def embed_models(args: argparse.Namespace):
+def embed_models(args: argparse.Namespace, loaded: dict | None = None):
     """(RenderSetData, {model name: embeddings}, torch device), in --models order; duplicate
-    names get a '#2', '#3' suffix."""
+    names get a '#2', '#3' suffix. `loaded`, when given, receives name → the model itself."""
     from blender_addon.core.errors import CarprobeError
 
     from ..data import RenderSetData
@@ -47,6 +47,8 @@ def embed_models(args: argparse.Namespace):
         name, i = model.name, 2
         while name in embeddings:
             name, i = f"{model.name}#{i}", i + 1
+        if loaded is not None:
+            loaded[name] = model
         embeddings[name] = embed_render_set(data, model, batch_size=args.batch_size, num_workers=args.workers,
                                             device=device, progress=args.progress)
     return data, embeddings, device

@@ -116,6 +116,7 @@ def summary(results_dir: Path) -> str:
     """A few lines: each model's most and least encoded factor, and how alike their saliency is."""
     import pandas as pd
 
+    from ..effects import summary_lines as effect_summary
     from ..report import context as R
 
     lines = ["summary:"]
@@ -129,6 +130,7 @@ def summary(results_dir: Path) -> str:
         top, low = ranked.iloc[0], ranked.iloc[-1]
         lines.append(f"  {model}: most sensitive to {top['factor']} (silhouette {top['value']:+.3f}), "
                      f"least to {low['factor']} ({low['value']:+.3f})")
+    lines += effect_summary(results_dir)  # invariant to / like a change of car, per model
     comparison_path = results_dir / SALIENCY_COMPARISON
     if comparison_path.is_file():
         comparison = pd.read_csv(comparison_path)

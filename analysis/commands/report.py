@@ -87,7 +87,7 @@ def compute_results(args: argparse.Namespace) -> Path:
     from blender_addon.core.render_set import atomic_write_text
     from blender_addon.core.version import CARPROBE_VERSION
 
-    from .. import metrics
+    from .. import effects, metrics
     from ..data import RenderSetData
     from ..embed import embed_render_set
     from ..models import load_model, resolve_device
@@ -117,7 +117,11 @@ def compute_results(args: argparse.Namespace) -> Path:
 
     tables: dict[str, list] = {name: [] for name in (R.SILHOUETTES, R.SILHOUETTES_PER_VALUE, R.NR_PRECISION,
                                                      R.EMBEDDING_METRICS, R.RETRIEVAL, R.SPECTRA, R.TSNE,
-                                                     NR_PRECISION_PER_VALUE)}
+                                                     NR_PRECISION_PER_VALUE, effects.EFFECTS_CSV,
+                                                     effects.RESPONSE_CSV)}
+    effect_plan, effect_notes = effects.optional_plan(meta, factors)
+    for note in effect_notes:
+        print(f"note: {note}")
     model_entries = []
     labels = meta[args.label].to_numpy()
     tsne_rows = _tsne_subsample(len(meta), args.tsne_points)
@@ -148,6 +152,11 @@ def compute_results(args: argparse.Namespace) -> Path:
         tables[R.EMBEDDING_METRICS].append(_tidy(metrics.embedding_space_metrics(embeddings, labels),
                                                  name, args.label))
         tables[R.RETRIEVAL].append(_tidy(metrics.retrieval_metrics(embeddings, labels, ks=ks, device=device), name, args.label))
+        if effect_plan is not None:
+            effect_rows, response_rows = effects.model_effects(name, embeddings, meta, effect_plan,
+                                                               distance=model.distance, normalize=bool(model.normalize))
+            tables[effects.EFFECTS_CSV].append(effect_rows)
+            tables[effects.RESPONSE_CSV].append(response_rows)
         singular = metrics.singular_values(embeddings, normalize=True)
         spectrum = singular / singular.sum()
         tables[R.SPECTRA].append(pd.DataFrame({"model": name, "rank": np.arange(1, len(spectrum) + 1),

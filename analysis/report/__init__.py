@@ -26,8 +26,9 @@ A section is a function::
   src/href/url(), naming the section.
 - Errors propagate: a broken section is a bug to fix, not something to hide in the report.
 
-The saliency and training parts plug in by defining ``section`` in
-``analysis/saliency/report_section.py`` and ``analysis/train/report_section.py``; those are
+The effects, saliency and training parts plug in by defining ``section`` in
+``analysis/effects/report_section.py``, ``analysis/saliency/report_section.py`` and
+``analysis/train/report_section.py``; those are
 imported when the report is written, if present (``PLUGIN_SECTIONS``).
 """
 
@@ -51,7 +52,8 @@ from .sections import (embedding_space_section, nr_precision_section, overview_s
 Section = Callable[[Path, ReportContext], "str | None"]
 
 # Modules defining `section(results_dir, context)`, imported at report time when installed.
-PLUGIN_SECTIONS = ("analysis.saliency.report_section", "analysis.train.report_section")
+PLUGIN_SECTIONS = ("analysis.effects.report_section", "analysis.saliency.report_section",
+                   "analysis.train.report_section")
 
 
 def plugin_section(module_name: str) -> Section:

@@ -25,7 +25,7 @@ EXPECTED_SECTIONS = {  # id → title; every one but the overview and the number
     "overview": "Overview", "samples": "Sample images", "silhouettes": "Property silhouettes",
     "per-value": "Per-value breakdown", "nr-prec": "NR-Prec (Kobs et al.)",
     "embedding-space": "Embedding-space metrics", "retrieval": "Retrieval", "tsne": "t-SNE projections",
-    "tables": "All numbers",
+    "effects": "Factor effects: a change of factor against a change of car", "tables": "All numbers",
 }
 WITHOUT_FIGURE = {"overview", "tables"}
 
@@ -287,6 +287,7 @@ def test_sections_are_registered_with_plugins_before_the_number_tables():
     names = [getattr(s, "__name__", "") for s in SECTIONS]
     assert names[0] == "overview_section" and names[-1] == "tables_section"
     assert "plugin:analysis.saliency.report_section" in names and "plugin:analysis.train.report_section" in names
+    assert "plugin:analysis.effects.report_section" in names
 
 
 def test_a_section_that_references_the_network_is_refused(report_run, tmp_path):
