@@ -81,45 +81,56 @@ def identity_kept_bars(effects: pd.DataFrame, models, colors, roles) -> bytes | 
     return _bars(effects, "identity_kept", models, colors, roles, "identity kept (rate)", [], ylim=(0, 1.05))
 
 
-def level_matrices(effects: pd.DataFrame, factor: str, models: Sequence[str]) -> bytes | None:
-    """Level × level mean distance of one categorical factor, per model, in units of the
-    model's identity yardstick (one colour scale for all models)."""
-    rows = effects[(effects["factor"] == factor) & (effects["metric"] == "mean_distance")]
+def level_matrices(effects: pd.DataFrame, models: Sequence[str]) -> bytes | None:
+    """Level × level mean distance of every categorical factor (rows) per model (columns), in
+    units of the model's identity yardstick, on one colour scale."""
+    rows = effects[effects["metric"] == "mean_distance"]
     if rows.empty:
         return None
     yard = effects[(effects["factor"] == CAR_COLUMN) & (effects["metric"] == "identity_distance")].set_index("model")["value"]
     models = [m for m in models if m in set(rows["model"])]
-    levels = list(dict.fromkeys(list(rows["level_a"]) + list(rows["level_b"])))
-    index = {level: i for i, level in enumerate(levels)}
-    mats = {}
-    for model in models:
-        mat = np.full((len(levels), len(levels)), np.nan)
-        np.fill_diagonal(mat, 0.0)
-        scale = float(yard.get(model, np.nan))
-        for _, row in rows[rows["model"] == model].iterrows():
-            i, j = index[row["level_a"]], index[row["level_b"]]
-            mat[i, j] = mat[j, i] = row["value"] / scale if scale > 0 else np.nan
-        mats[model] = mat
-    top = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in mats.values()) or 1.0
-    cell = 0.22 if len(levels) <= 8 else 0.16
-    fig, axes = new_figure(min(DOUBLE, 0.6 + len(models) * (len(levels) * cell + 0.5)), 0.9 + len(levels) * cell,
-                           1, len(models), squeeze=False)
+    factors = list(pd.unique(rows["factor"]))
+    mats: dict[tuple[str, str], np.ndarray] = {}
+    levels_of: dict[str, list[str]] = {}
+    for factor in factors:
+        mine = rows[rows["factor"] == factor]
+        levels = levels_of[factor] = list(dict.fromkeys(list(mine["level_a"]) + list(mine["level_b"])))
+        index = {level: i for i, level in enumerate(levels)}
+        for model in models:
+            mat = np.full((len(levels), len(levels)), np.nan)
+            np.fill_diagonal(mat, 0.0)
+            scale = float(yard.get(model, np.nan))
+            for _, row in mine[mine["model"] == model].iterrows():
+                i, j = index[row["level_a"]], index[row["level_b"]]
+                mat[i, j] = mat[j, i] = row["value"] / scale if scale > 0 else np.nan
+            mats[factor, model] = mat
+    top = max((float(np.nanmax(m)) for m in mats.values() if np.isfinite(m).any()), default=0.0) or 1.0
+    largest = max(len(v) for v in levels_of.values())
+    width = min(DOUBLE, 1.2 + len(models) * (0.16 * largest + 0.4))
+    fig, axes = new_figure(width, sum(0.75 + 0.16 * len(levels_of[f]) for f in factors) + 0.3, len(factors),
+                           len(models), squeeze=False, layout="constrained",
+                           gridspec_kw={"height_ratios": [len(levels_of[f]) + 2 for f in factors]})
     image = None
-    for ax, model in zip(axes[0], models):
-        image = ax.imshow(mats[model], cmap=SEQUENTIAL_CMAP, vmin=0, vmax=top)
-        ax.set_title(model)
-        ax.set_xticks(range(len(levels)))
-        ax.set_yticks(range(len(levels)))
-        ax.set_xticklabels(levels, rotation=90, fontsize=6)
-        ax.set_yticklabels(levels if ax is axes[0][0] else [], fontsize=6)
-        if len(levels) <= 6:
-            for i in range(len(levels)):
-                for j in range(len(levels)):
-                    if np.isfinite(mats[model][i, j]) and i != j:
-                        ax.text(j, i, f"{mats[model][i, j]:.2f}", ha="center", va="center", fontsize=5,
-                                color=text_color_on(image.cmap(image.norm(mats[model][i, j]))))
-    if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="mean distance / identity yardstick")
+    for r, factor in enumerate(factors):
+        levels = levels_of[factor]
+        for c, model in enumerate(models):
+            ax, mat = axes[r][c], mats[factor, model]
+            image = ax.imshow(mat, cmap=SEQUENTIAL_CMAP, vmin=0, vmax=top)
+            ax.set_xticks(range(len(levels)))
+            ax.set_yticks(range(len(levels)))
+            ax.set_xticklabels(levels, rotation=90, fontsize=5.5)
+            ax.set_yticklabels(levels if c == 0 else [], fontsize=5.5)
+            if r == 0:
+                ax.set_title(model)
+            if c == 0:
+                ax.set_ylabel(factor_label(factor, unit=False), fontsize=7)
+            if len(levels) <= 4:
+                for i in range(len(levels)):
+                    for j in range(len(levels)):
+                        if np.isfinite(mat[i, j]) and i != j:
+                            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                                    color=text_color_on(image.cmap(image.norm(mat[i, j]))))
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.5, label="mean distance / identity yardstick")
     return figure_png(fig)
 
 
@@ -160,6 +171,5 @@ def all_figures(effects: pd.DataFrame, response: pd.DataFrame | None, models: Se
     figures = {"effects_bars.png": effect_bars(effects, models, colors, roles),
                "effects_identity_kept.png": identity_kept_bars(effects, models, colors, roles),
                "effects_response.png": response_curves(response, models, colors, roles)}
-    for factor in pd.unique(effects.loc[effects["metric"] == "mean_distance", "factor"]):
-        figures[f"effects_levels_{factor.replace('.', '_')}.png"] = level_matrices(effects, factor, models)
+    figures["effects_levels.png"] = level_matrices(effects, models)
     return {name: png for name, png in figures.items() if png is not None}

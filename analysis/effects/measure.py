@@ -84,11 +84,12 @@ def pair_distances(x: np.ndarray, pairs: Pairs, kind: str) -> np.ndarray:
 
 # --- statistics -------------------------------------------------------------------------
 
-def weighted_medians(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def weighted_medians(values: np.ndarray, weights: np.ndarray, presorted: bool = False) -> np.ndarray:
     """Median of `values` under each row of integer `weights` (replicates × values); NaN where a
     row weighs nothing. With unit weights it is numpy's median (the middle two averaged)."""
-    order = np.argsort(values, kind="stable")
-    values, weights = values[order], weights[:, order]
+    if not presorted:
+        order = np.argsort(values, kind="stable")
+        values, weights = values[order], weights[:, order]
     cumulative = np.cumsum(weights, axis=1)
     total = cumulative[:, -1:]
     low = np.minimum((2 * cumulative < total).sum(axis=1), len(values) - 1)
@@ -115,12 +116,14 @@ class CarBootstrap:
         if not len(distances):
             reps[:] = np.nan
             return reps
+        order = np.argsort(distances, kind="stable")  # sorted once for every replicate
+        distances, cars_a, cars_b = distances[order], cars_a[order], cars_b[order]
         same = cars_a == cars_b
         step = max(1, _CHUNK // len(distances))
         for start in range(0, len(self.counts), step):
             counts = self.counts[start:start + step]
             weights = counts[:, cars_a] * np.where(same[None, :], 1, counts[:, cars_b])
-            reps[start:start + step] = weighted_medians(distances, weights)
+            reps[start:start + step] = weighted_medians(distances, weights, presorted=True)
         return reps
 
 

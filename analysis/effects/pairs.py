@@ -24,6 +24,10 @@ CAR_COLUMN = "car_id"
 # them swaps the car, so these factors are compared with the yardstick but never "kept".
 IDENTITY_COLUMNS = ("car.body", "car.shape_seed", "car.model_file")
 # Azimuth-like angles wrap around at 360°: 350° and 10° are 20° apart.
+# Identity pairs grow with the square of the cars sharing a scene; past 2m + 1 cars each car is
+# paired with m others (the yardstick is a median: k·m pairs estimate it as well as k²/2).
+MAX_IDENTITY_PARTNERS = 16
+PAIR_SEED = 0
 CIRCULAR_FACTORS = ("camera.azimuth", "lighting.sun_azimuth", "lighting.hdri_rotation")
 
 
@@ -77,8 +81,11 @@ def _codes(metadata: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return np.stack([pd.factorize(metadata[c], use_na_sentinel=False)[0] for c in columns], axis=1).astype(np.int64)
 
 
-def _pairs_within_groups(group: np.ndarray, rows: np.ndarray) -> Pairs:
-    """Every unordered pair of `rows` that share a `group` id (vectorised over groups)."""
+def _pairs_within_groups(group: np.ndarray, rows: np.ndarray, max_partners: int | None = None) -> Pairs:
+    """Every unordered pair of `rows` that share a `group` id (vectorised over groups).
+
+    With `max_partners` m, a group of more than 2m + 1 rows is shuffled (seeded) and each row
+    paired with the m rows after it on the cycle: k·m pairs instead of k(k − 1)/2."""
     order = np.argsort(group, kind="stable")
     group, rows = group[order], rows[order]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
@@ -90,9 +97,19 @@ def _pairs_within_groups(group: np.ndarray, rows: np.ndarray) -> Pairs:
         return Pairs(empty, empty.copy())
     firsts, seconds = [], []
     # One pass per group size: sets hold few distinct sizes (levels per factor), many groups each.
+    rng = np.random.default_rng(PAIR_SEED)
     for size in np.unique(sizes):
-        a, b = np.triu_indices(int(size), k=1)
         base = starts[sizes == size][:, None]
+        if max_partners is not None and size > 2 * max_partners + 1:
+            # a random cycle per group (argsort of uniforms), then steps 1..m along it
+            cycle = np.argsort(rng.random((len(base), int(size))), axis=1)
+            step = np.arange(1, max_partners + 1)
+            a = np.repeat(np.arange(int(size)), max_partners)
+            b = (a + np.tile(step, int(size))) % size
+            firsts.append(rows[(base + cycle[:, a]).ravel()])
+            seconds.append(rows[(base + cycle[:, b]).ravel()])
+            continue
+        a, b = np.triu_indices(int(size), k=1)
         firsts.append(rows[(base + a[None, :]).ravel()])
         seconds.append(rows[(base + b[None, :]).ravel()])
     return Pairs(np.concatenate(firsts), np.concatenate(seconds))
@@ -135,7 +152,7 @@ def find_pairs(metadata: pd.DataFrame, factors: list[str], extra_columns: tuple[
         if not len(pairs):
             missing.append(factor)
     scene = [i for i, c in enumerate(columns) if c not in IDENTITY_COLUMNS]
-    identity = _pairs_within_groups(_group_ids(kept[:, scene]), unique_rows)
+    identity = _pairs_within_groups(_group_ids(kept[:, scene]), unique_rows, MAX_IDENTITY_PARTNERS)
     differ = car_codes[identity.first] != car_codes[identity.second]
     identity = Pairs(identity.first[differ], identity.second[differ])
     return PairPlan(factors=plan_factors, identity=identity, cars=np.asarray(car_codes, dtype=np.int64),

@@ -17,13 +17,15 @@ from analysis.report import html as H
 from . import (EFFECTS_CSV, INVARIANT_BELOW, LIKE_CAR_ABOVE, RESPONSE_CSV, effects_dir, invariance,
                read_effects)
 from .figures import all_figures, model_roles
-from .measure import DISTANCE_TEXT
+from .measure import DISTANCE_TEXT, MIN_CARS
 from .pairs import CAR_COLUMN
 
 MANIFEST = "effects.json"  # written by `carprobe effects`: the models' refs, distances, roles
 
 
 def _interval_text(row) -> str:
+    if pd.isna(row["ci_low"]):  # fewer than MIN_CARS cars: no bootstrap
+        return f"{row['value']:.3f}"
     return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
@@ -58,7 +60,7 @@ def section(results_dir, context) -> str | None:
         "between images of two different cars with everything else equal, in each model's own distance"
         + (f" ({distance_text})" if distance_text else "") + ". ≈ 0: the model is invariant to the factor; "
         "≥ 1: changing the factor moves the embedding as far as changing the car. Intervals: 95% bootstrap over "
-        "car identities (a car's pairs are not independent). <b>Identity kept</b>: share of pair directions "
+        f"car identities (a car's pairs are not independent; none with fewer than {MIN_CARS} cars). <b>Identity kept</b>: share of pair directions "
         "(x → x′ and x′ → x) in which the changed image is nearer than every image of another car, with a "
         "Wilson 95% interval."))
     if len(cars):
@@ -91,13 +93,10 @@ def section(results_dir, context) -> str | None:
     if "effects_identity_kept.png" in figures:
         parts.append(context.figure(figures["effects_identity_kept.png"], "Identity kept under intervention: would "
                                     "retrieval still find this car after the change? Wilson 95% intervals."))
-    for name, png in figures.items():
-        if name.startswith("effects_levels_"):
-            factor = name[len("effects_levels_"):-len(".png")]
-            label = next((f for f in pd.unique(effects["factor"]) if f.replace(".", "_") == factor), factor)
-            parts.append(context.figure(png, f"{H.escape(context.factor_label(label))}: mean distance between "
-                                        "each pair of levels, in units of the model's identity yardstick (which "
-                                        "levels the model confuses: dark = alike)."))
+    if "effects_levels.png" in figures:
+        parts.append(context.figure(figures["effects_levels.png"], "Categorical factors: mean distance between each "
+                                    "pair of levels, in units of the model's identity yardstick (which levels the "
+                                    "model confuses: dark = alike)."))
     if "effects_response.png" in figures:
         parts.append(context.figure(figures["effects_response.png"], "Response curves: effect ratio against the size "
                                     "of the change (azimuths on the circle, so 180° is the largest change: a dip "

@@ -81,6 +81,7 @@ def test_demo_values_are_sane(demo_out: Path):
 def test_demo_summary_names_each_model(demo_out: Path):
     text = demo.summary(demo_out / "report")
     assert "normalizedsoftmax: most sensitive to" in text
+    assert "normalizedsoftmax: invariant to" in text  # factor effects against a change of car
     assert "saliency normalizedsoftmax vs multisimilarity+rho0.3: Spearman" in text
 
 

@@ -138,10 +138,11 @@ def test_duplicating_one_cars_pairs_widens_the_interval():
 
 def test_bootstrap_weights_pairs_by_how_often_their_cars_are_drawn():
     boot = CarBootstrap(3, n_boot=1)
-    boot.counts = np.array([[2, 0, 1]])
-    # pairs: within car 0 (weight 2), within car 1 (0), across cars 0-2 (2·1 = 2), across 1-2 (0)
-    distances = np.array([1.0, 100.0, 5.0, 200.0])
-    assert boot.medians(distances, np.array([0, 1, 0, 1]), np.array([0, 1, 2, 2]))[0] == 3.0  # median of 1,1,5,5
+    boot.counts = np.array([[2, 1, 3]])
+    # pairs: within car 0 (weight 2), within car 1 (1), across cars 0-2 (2·3 = 6), across 1-2 (1·3 = 3)
+    distances = np.array([10.0, 20.0, 30.0, 1.0])
+    # 1 ×3, 10 ×2, 20 ×1, 30 ×6: the 6th and 7th of 12 are 20 and 30
+    assert boot.medians(distances, np.array([0, 1, 0, 1]), np.array([0, 1, 2, 2]))[0] == 25.0
     assert interval(np.array([np.nan, np.nan])) != interval(np.array([1.0, 2.0]))
 
 
@@ -175,6 +176,14 @@ def test_pairs_equal_a_brute_force_scan_on_a_one_at_a_time_set():
     # identity pairs: per distinct scene (1 base + 2 colours + 2 azimuths + 1 background) one sedan–suv pair
     assert len(plan.identity) == 6
     assert (plan.cars[plan.identity.first] != plan.cars[plan.identity.second]).all()
+
+
+def test_sets_that_name_cars_only_in_car_id_pair_within_a_car():
+    meta = grid_metadata(cars=3).drop(columns=["car.body", "car.shape_seed"])
+    plan = find_pairs(meta, ["paint.color"])
+    assert len(plan.factors["paint.color"]) == 3 * 4 * 3
+    assert (plan.cars[plan.factors["paint.color"].first] == plan.cars[plan.factors["paint.color"].second]).all()
+    assert len(plan.identity) == 12 * 3  # C(3, 2) car pairs per scene
 
 
 def test_paper_grid_gives_five_car_identities_across_every_factor():
@@ -248,7 +257,7 @@ def test_effects_command_writes_the_tidy_table_and_figures(tmp_path, capsys):
     kept = effects[effects["metric"] == "identity_kept"]
     assert set(kept["factor"]) == {"paint.color", "camera.azimuth", "background.color"}  # not car.body
     assert (out / RESPONSE_CSV).is_file() and (out / "effects_bars.png").is_file()
-    assert (out / "effects_levels_paint_color.png").is_file() and (out / "effects_response.png").is_file()
+    assert (out / "effects_levels.png").is_file() and (out / "effects_response.png").is_file()
     # a factor without pairs is refused before anything is embedded (exit 2, named)
     bad = tmp_path / "one_car.toml"
     bad.write_text(QUICK_TOML.replace('body = { values = ["sedan", "suv"] }', 'body = "sedan"')
@@ -256,3 +265,20 @@ def test_effects_command_writes_the_tidy_table_and_figures(tmp_path, capsys):
     one_car = render_synthetic_set(bad, tmp_path / "one_car")
     assert cli.main(["effects", str(one_car), "--models", str(model), "--out", str(out), "--quiet"]) == 2
     assert "no identity pairs" in capsys.readouterr().err
+
+
+def test_many_cars_in_one_scene_are_paired_along_a_cycle_not_all_with_all():
+    from analysis.effects.pairs import MAX_IDENTITY_PARTNERS as m
+
+    meta = grid_metadata(cars=40, colours=("red",), azimuths=(0.0, 90.0))
+    plan = find_pairs(meta, ["camera.azimuth"])
+    assert len(plan.factors["camera.azimuth"]) == 40  # factor pairs stay complete
+    assert len(plan.identity) == 2 * 40 * m  # per scene 40·m pairs instead of C(40, 2) = 780
+    pairs = set(zip(plan.identity.first, plan.identity.second))
+    assert len({tuple(sorted(p)) for p in pairs}) == len(plan.identity)  # no pair twice
+    per_car = np.bincount(plan.cars[np.r_[plan.identity.first, plan.identity.second]])
+    assert (per_car == 2 * 2 * m).all()  # every car in 2m pairs per scene, 2 scenes
+    assert len(find_pairs(grid_metadata(cars=2 * m + 1, colours=("red",), azimuths=(0.0,)), []).identity) == \
+        (2 * m + 1) * m  # up to 2m + 1 cars: every pair
+    assert len(find_pairs(grid_metadata(cars=2 * m + 2, colours=("red",), azimuths=(0.0,)), []).identity) == \
+        (2 * m + 2) * m  # one more: the cycle

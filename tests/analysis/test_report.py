@@ -240,6 +240,28 @@ def test_rerender_from_results_uses_the_csvs_and_computes_nothing(report_run, mo
         (out / R.SILHOUETTES).write_bytes(original)  # other tests read the computed numbers
 
 
+def test_effects_are_written_and_their_section_rerenders_from_effects_csv(report_run, capsys):
+    from analysis.effects import EFFECTS_CSV, read_effects
+
+    out = report_run["out"]
+    effects = read_effects(out)
+    ratios = effects[effects["metric"] == "effect_ratio"]
+    assert set(ratios["model"]) == {"alpha", "beta", "resnet18"}
+    assert set(ratios["factor"]) == {"car.body", "paint.color", "camera.azimuth", "background.color"}
+    assert "effect ratio" in sections_of(report_run["html"])["effects"].lower()
+    original = (out / EFFECTS_CSV).read_bytes()
+    changed = pd.read_csv(out / EFFECTS_CSV)
+    changed.loc[changed["metric"] == "effect_ratio", "value"] = 7.654321  # a number no computation produced
+    changed.to_csv(out / EFFECTS_CSV, index=False)
+    try:
+        assert cli.main(["report", "--results", str(out)]) == 0
+        section = sections_of((out / "report.html").read_text(encoding="utf-8"))["effects"]
+        assert "7.654" in section and section.count('<img src="data:image/png;base64,') >= 3
+        capsys.readouterr()
+    finally:
+        (out / EFFECTS_CSV).write_bytes(original)
+
+
 def test_rerender_without_the_render_set_leaves_out_the_image_sections(report_run, tmp_path):
     copy = tmp_path / "results"
     copy.mkdir()
