@@ -107,9 +107,10 @@ def level_matrices(effects: pd.DataFrame, models: Sequence[str]) -> bytes | None
     top = max((float(np.nanmax(m)) for m in mats.values() if np.isfinite(m).any()), default=0.0) or 1.0
     largest = max(len(v) for v in levels_of.values())
     width = min(DOUBLE, 1.2 + len(models) * (0.16 * largest + 0.4))
-    fig, axes = new_figure(width, sum(0.75 + 0.16 * len(levels_of[f]) for f in factors) + 0.3, len(factors),
-                           len(models), squeeze=False, layout="constrained",
-                           gridspec_kw={"height_ratios": [len(levels_of[f]) + 2 for f in factors]})
+    fig, axes = new_figure(width, sum(0.6 + 0.2 * len(levels_of[f]) for f in factors) + 0.3, len(factors),
+                           len(models), squeeze=False,
+                           gridspec_kw={"height_ratios": [len(levels_of[f]) for f in factors], "hspace": 0.9,
+                                        "wspace": 0.15})
     image = None
     for r, factor in enumerate(factors):
         levels = levels_of[factor]
