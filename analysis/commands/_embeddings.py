@@ -21,6 +21,32 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_progress(parser)
 
 
+def load_models(refs, args: argparse.Namespace, device=None, preprocess=None) -> list:
+    """Every ref of --models as an EmbeddingModel, with --random-init and --weights (common.add_models)
+    applied to the model specs; CarprobeError when --weights names no file or no ref takes it."""
+    from blender_addon.core.errors import CarprobeError
+
+    from ..models import is_model_spec, load_model, parse_model_spec
+
+    weights = getattr(args, "weights", None)
+    random_init = bool(getattr(args, "random_init", False))
+
+    def takes_weights(ref) -> bool:
+        if not is_model_spec(ref):
+            return False
+        spec = parse_model_spec(ref)
+        return spec.pretrained and not (random_init and spec.kind == "torchvision")
+
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise CarprobeError(f"--weights {weights!r}: file not found (a local state dict; carprobe never downloads)")
+        if not any(takes_weights(ref) for ref in refs):
+            raise CarprobeError(f"--weights {weights}: applies to torchvision:<arch> and imagenet:<arch> models "
+                                f"(not with --random-init), and none of {', '.join(map(str, refs))} is one")
+    return [load_model(ref, random_init=random_init, device=device, preprocess=preprocess,
+                       weights=weights if weights is not None and takes_weights(ref) else None) for ref in refs]
+
+
 def add_bins_argument(parser: argparse.ArgumentParser) -> None:
     """--bins N|none: quantile bins for the factors a random design draws continuously."""
     parser.add_argument("--bins", default="8", metavar="N|none",
@@ -35,15 +61,14 @@ def embed_models(args: argparse.Namespace, loaded: dict | None = None):
 
     from ..data import RenderSetData
     from ..embed import embed_render_set
-    from ..models import load_model, resolve_device
+    from ..models import resolve_device
 
     if args.batch_size < 1:
         raise CarprobeError(f"--batch-size {args.batch_size}: must be >= 1")
     device = resolve_device(args.device)
     data = RenderSetData(args.set)
     embeddings = {}
-    for ref in args.models:
-        model = load_model(ref, random_init=args.random_init)
+    for model in load_models(args.models, args):
         name, i = model.name, 2
         while name in embeddings:
             name, i = f"{model.name}#{i}", i + 1

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import RenderSetData
     from ..embed import embed_render_set, embedding_cache_path
-    from ..models import describe_model, load_model, resolve_device
+    from ..models import describe_model, resolve_device
+    from ._embeddings import load_models
 
     if args.batch_size < 1:
         raise CarprobeError(f"--batch-size {args.batch_size}: must be >= 1")
@@ -47,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     amp = args.amp and device.type == "cuda"
     if args.amp and not amp:
         print("--amp ignored: mixed precision is used on CUDA only")
-    for ref in args.models:
-        model = load_model(ref, random_init=args.random_init, preprocess=args.preprocess)
+    for model in load_models(args.models, args, preprocess=args.preprocess):
         print(describe_model(model))
         cached = embedding_cache_path(data, model, amp)
         hit = not args.no_cache and cached.is_file()

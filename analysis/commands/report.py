@@ -90,7 +90,8 @@ def compute_results(args: argparse.Namespace) -> Path:
     from .. import effects, metrics
     from ..data import RenderSetData
     from ..embed import embed_render_set
-    from ..models import load_model, resolve_device
+    from ..models import resolve_device, weights_kind
+    from ._embeddings import load_models
     from ..report import context as R
 
     bins = metrics.check_bins(args.bins)
@@ -107,7 +108,7 @@ def compute_results(args: argparse.Namespace) -> Path:
     if args.label not in meta:
         raise CarprobeError(f"--label {args.label!r}: no such metadata column in {args.set}; use e.g. car_id "
                             f"or one of the factors ({', '.join(factors)})")
-    names = list(args.names) if args.names else _default_names(args.models)
+    names = list(args.names) if args.names else _default_names(args.models, args.random_init)
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise CarprobeError(f"model names must differ; repeated: {', '.join(dupes)} (set them with --names)")
@@ -129,15 +130,14 @@ def compute_results(args: argparse.Namespace) -> Path:
     if pd.Series(labels).nunique() < 2:
         raise CarprobeError(f"--label {args.label!r}: every image has the same value ({labels[0]!r}); retrieval "
                             "and density need at least two classes (choose another --label)")
-    for name, ref in zip(names, args.models):
-        model = load_model(ref, random_init=args.random_init)
+    for name, ref, model in zip(names, args.models, load_models(args.models, args)):
         embeddings = embed_render_set(data, model, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                       progress=args.progress)
         model_entries.append({
             "name": name, "ref": str(ref), "fingerprint": model.fingerprint, "arch": getattr(model, "arch", ""),
             "embedding_dim": int(model.embedding_dim), "normalize": bool(model.normalize),
             "distance": model.distance, "preprocess": model.preprocess.to_dict(),
-            "random_init": bool(args.random_init and str(ref).startswith("torchvision:")),
+            "random_init": weights_kind(model) == "random init", "weights": weights_kind(model),
         })
         # silhouette (cosine, L2-normalised) and NR-Prec (Euclidean, raw) per factor and subset
         scores, per_value, notes = metrics.silhouette_by_factor({name: embeddings}, meta, factors=factors,
@@ -214,13 +214,17 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _default_names(refs: list[str]) -> list[str]:
-    """Short display names: the checkpoint's run folder or file stem, the arch of torchvision refs."""
+def _default_names(refs: list[str], random_init: bool = False) -> list[str]:
+    """Short display names: the checkpoint's run folder or file stem, the arch of torchvision refs;
+    imagenet:/untrained: specs keep their whole spec (the report finds its baselines by it)."""
     names = []
     for ref in refs:
         text = str(ref)
         if text.startswith("torchvision:"):
-            names.append(text.split(":", 1)[1])
+            names.append(("untrained:" if random_init else "") + text.split(":", 1)[1])
+            continue
+        if text.startswith(("imagenet:", "untrained:")):
+            names.append(text)
             continue
         path = Path(text)
         stem = path.stem if path.suffix else path.name

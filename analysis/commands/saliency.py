@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import RenderSetData
     from ..embed import embed_render_set
-    from ..models import describe_model, load_model, resolve_device
+    from ..models import describe_model, resolve_device
+    from ._embeddings import load_models
     from ..saliency import compare, figures, masks, methods, sanity, targets
     from ..saliency.store import MapStore
 
@@ -173,9 +174,8 @@ def run(args: argparse.Namespace) -> int:
     if args.masks == "auto" and not has_masks:
         print("mask shares skipped: the render set has no part masks (render it with render.masks = true)")
 
-    models = [load_model(ref, random_init=args.random_init, device=device) for ref in args.models]
-    names = list(args.names) if args.names else [m.name + (" (random init)" if args.random_init else "")
-                                                  for m in models]
+    models = load_models(args.models, args, device=device)
+    names = list(args.names) if args.names else [m.name for m in models]
     seen: dict[str, int] = {}
     for k, name in enumerate(names):  # two refs with the same name must stay apart in every table
         seen[name] = seen.get(name, 0) + 1

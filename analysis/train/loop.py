@@ -40,7 +40,7 @@ from analysis.data import ImageReadError, loader_error_message
 from analysis.embed import auto_workers, embed_paths
 from analysis.metrics.retrieval import retrieval_metrics
 from analysis.metrics.space import embedding_space_metrics
-from analysis.models import (PRESETS, Preprocess, atomic_torch_save, build_model, resolve_device,
+from analysis.models import (Preprocess, arch_preprocess, atomic_torch_save, build_model, resolve_device,
                              save_checkpoint)
 from blender_addon.core.errors import CarprobeError
 from blender_addon.core.render_set import atomic_write_text
@@ -75,10 +75,8 @@ class StepInfo:
 
 
 def model_preprocess(arch: str, image_size: int) -> Preprocess:
-    """The arch's preprocessing at `image_size`: test Resize(size · 256/224) + CenterCrop(size)."""
-    base = PRESETS["bninception"] if arch == "bninception" else PRESETS["imagenet"]
-    return Preprocess(resize=int(round(image_size * 256 / 224)), crop=image_size, mean=base.mean,
-                      std=base.std, bgr=base.bgr, scale=base.scale)
+    """The arch's own preprocessing at `image_size`: test Resize(size · 256/224) + CenterCrop(size)."""
+    return arch_preprocess(arch, image_size)
 
 
 def lr_factor(config: TrainConfig, epoch: int) -> float:
@@ -141,11 +139,13 @@ class Trainer:
         self.sampler = ClassBalancedBatchSampler(self.train_images.labels, cfg.batch_size,
                                                  cfg.samples_per_class, cfg.seed)
         self.model = build_model(cfg.arch, dim=cfg.dim, normalize=True, weights=cfg.weights,
-                                 random_init=cfg.weights is None, frozen_bn=cfg.frozen_bn,
+                                 random_init=not cfg.pretrained, frozen_bn=cfg.frozen_bn,
                                  preprocess=model_preprocess(cfg.arch, cfg.image_size),
                                  name=self.out.resolve().name).to(self.device)
         self.loss = build_loss(cfg.loss, len(self.train_images.class_names), cfg.dim, cfg.loss_params,
                                cfg.miner_params, cfg.rho_reg, cfg.seed).to(self.device)
+        # the checkpoint records the distance the loss trains with (saliency targets use it)
+        self.model.distance = self.loss.distance
         head = list(self.model.head.parameters())
         head_ids = {id(p) for p in head}
         trunk = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]

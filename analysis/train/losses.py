@@ -167,6 +167,20 @@ class TrainingLoss:
     def parameters(self):
         return [p for p in self.module.parameters() if p.requires_grad]
 
+    @property
+    def distance(self) -> str:
+        """The distance the pml loss compares embeddings with, as a models.DISTANCES name:
+        euclidean (LpDistance: contrastive, triplet, margin, lifted, ProxyNCA), cosine, dot, snr."""
+        from pytorch_metric_learning import distances
+
+        kinds = ((distances.SNRDistance, "snr"), (distances.LpDistance, "euclidean"),
+                 (distances.CosineSimilarity, "cosine"), (distances.DotProductSimilarity, "dot"))
+        found = getattr(self.loss, "distance", None)
+        for cls, name in kinds:
+            if isinstance(found, cls):
+                return name
+        raise CarprobeError(f"loss {self.spec.name}: distance {type(found).__name__} has no carprobe name")
+
     def to(self, device) -> "TrainingLoss":
         self.module.to(device)
         return self

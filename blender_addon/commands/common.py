@@ -28,8 +28,10 @@ EXIT_CODES_HELP = "exit codes:\n" + "\n".join(f"  {code:<4} {text}" for code, te
 
 # what --workers auto picks for image-decoding DataLoader processes (analysis.embed.auto_workers)
 AUTO_LOADER_WORKERS = "none for a single batch, else one per core but one, at most 8"
-MODEL_SPECS_HELP = ("carprobe checkpoints (.pt), TorchScript files, reality-check experiment folders or "
-                    "torchvision:<arch>[:dim] (e.g. torchvision:resnet50:128)")
+MODEL_SPECS_HELP = ("carprobe checkpoints (.pt), TorchScript files, reality-check experiment folders, or specs: "
+                    "torchvision:<arch>[:dim] (pretrained trunk + head, e.g. torchvision:resnet50:128), "
+                    "imagenet:<arch> (pretrained features, no DML training, e.g. imagenet:efficientnet_lite0), "
+                    "untrained:<arch>[:dim][:seed=N] (seeded random init)")
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +69,16 @@ def add_amp(parser: argparse.ArgumentParser, default: bool | None, default_text:
 
 
 def add_models(parser: argparse.ArgumentParser, required: bool = True, what: str = "models") -> None:
-    """--models M [M …] (alias --model) and --random-init."""
+    """--models M [M …] (alias --model), --random-init and --weights FILE (analysis.commands._embeddings.
+    load_models applies them)."""
     parser.add_argument("--models", "--model", dest="models", nargs="+", metavar="MODEL", required=required,
                         default=None, help=f"{what}: {MODEL_SPECS_HELP}")
     parser.add_argument("--random-init", action="store_true",
-                        help="torchvision:<arch> models without pretrained weights (untrained trunk)")
+                        help="torchvision:<arch> specs as untrained networks (the same as untrained:<arch>:<dim>); "
+                             "model files keep their weights")
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="a local state dict for the torchvision:<arch> and imagenet:<arch> specs (an ImageNet "
+                             "trunk file, or a whole carprobe model state dict); nothing is downloaded")
 
 
 def output_folder(path: str | Path, flag: str = "--out") -> Path:

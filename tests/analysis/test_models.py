@@ -347,6 +347,23 @@ def test_reality_check_loader_picks_highest_epoch(tmp_path, bninception_model):
     assert load_reality_check(saved, epoch=3).head.weight.abs().sum() == 0
 
 
+def test_reality_check_kobs_layout_without_epoch(tmp_path, bninception_model):
+    """Kobs et al.'s published models: saved_models/trunk_best.pth + embedder_best.pth."""
+    experiment = tmp_path / "cub_triplet"
+    saved = _write_reality_check(experiment, bninception_model, [("", 1.0)])
+    model = load_model(experiment)
+    assert model.extra["epoch"] is None and model.distance == "euclidean"
+    x = torch.randn(1, 3, 64, 64) * 50
+    with torch.no_grad():
+        assert torch.allclose(model(x), bninception_model(x), atol=1e-4)
+    with pytest.raises(CarprobeError, match="epoch 3 not available"):
+        load_reality_check(saved, epoch=3)
+    # numbered files, when present as well, win (powerful-benchmarker's own layout)
+    os.link(saved / "trunk.pth", saved / "trunk_best7.pth")
+    torch.save({"net.0.weight": torch.zeros(128, 1024), "net.0.bias": torch.zeros(128)}, saved / "embedder_best7.pth")
+    assert load_model(experiment).extra["epoch"] == 7
+
+
 def test_reality_check_errors(tmp_path, bninception_model):
     saved = tmp_path / "exp" / "saved_models"
     saved.mkdir(parents=True)
