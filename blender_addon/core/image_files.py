@@ -24,8 +24,9 @@ class DamagedImage(ValueError):
     """An image file that is truncated or corrupt; the message says what is wrong."""
 
 
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """The (type, payload) chunks of a whole PNG; raises DamagedImage for anything else."""
+def png_chunks(data: bytes, decompress: bool = True) -> list[tuple[bytes, bytes]]:
+    """The (type, payload) chunks of a whole PNG; raises DamagedImage for anything else
+    (decompress=False skips decompressing the image data, leaving the chunk checksums)."""
     if not data.startswith(PNG_SIGNATURE):
         raise DamagedImage("no PNG signature" if data else "empty file")
     chunks = []
@@ -51,6 +52,8 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         raise DamagedImage(f"truncated at byte {len(data)} (no IEND chunk)")
     if pos != len(data):
         raise DamagedImage(f"{len(data) - pos} bytes after the IEND chunk")
+    if not decompress:
+        return chunks
     stream = zlib.decompressobj()
     try:
         for kind, payload in chunks:
@@ -90,7 +93,7 @@ def strip_image_metadata(path: str | os.PathLike) -> None:
 
 
 def _strip_png(data: bytes) -> bytes:
-    chunks = png_chunks(data)
+    chunks = png_chunks(data, decompress=False)  # the render loop checks the image data
     kept = [(kind, payload) for kind, payload in chunks if kind not in VOLATILE_PNG_CHUNKS]
     if len(kept) == len(chunks):
         return data

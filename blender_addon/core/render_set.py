@@ -497,15 +497,25 @@ class FolderClaim:
         self.created_root = not root.exists()
         if not self.created_root and folder_marker(root) is None:
             _refuse_foreign(root)  # before creating anything in it
-        (root / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        self._lock = _acquire_lock(root)
+        self._lock = None
         try:
+            (root / STATE_DIR).mkdir(parents=True, exist_ok=True)
+            self._lock = _acquire_lock(root)
             self.new = folder_marker(root) is None
             prepare_folder(spec, root, shard=shard, files=files)
             remove_stray_temp_files(root)
-        except BaseException:
-            self.discard_if_unused()
-            self.release()
+        except BaseException as exc:
+            if self._lock is not None:
+                self.discard_if_unused()
+                self.release()
+            elif self.created_root and isinstance(exc, OSError):
+                for folder in (root / STATE_DIR, root):  # only if still empty: never another job's
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        pass
+            if isinstance(exc, OSError):
+                _raise_disk_full(exc, root, len(completed_indices(root)) if root.is_dir() else 0)
             raise
 
     def discard_if_unused(self) -> bool:
@@ -692,6 +702,9 @@ class RenderLoop:
                                              shard=self.shard)
             else:
                 complete = len(completed_indices(self.root))
+        except OSError as exc:
+            _raise_disk_full(exc, self.root, len(completed_indices(self.root)))
+            raise
         finally:
             self._release()
         return RenderResult(rendered=self.rendered, skipped=self.skipped, complete=complete, total=self.total)
@@ -914,8 +927,12 @@ def finalize(spec: Spec, out_dir: str | Path, *, blender_version: str | None = N
              shard: tuple[int, int] | None = None) -> int:
     """Clean up after every writer of a folder has stopped, then rewrite the index files."""
     root = Path(out_dir)
-    remove_stray_temp_files(root)
-    return write_index_files(spec, root, blender_version=blender_version, shard=shard)
+    try:
+        remove_stray_temp_files(root)
+        return write_index_files(spec, root, blender_version=blender_version, shard=shard)
+    except OSError as exc:
+        _raise_disk_full(exc, root, len(completed_indices(root)))
+        raise
 
 
 # --- reading and merging ---------------------------------------------------------------

@@ -526,3 +526,19 @@ def test_merge_compares_the_rows_of_an_index_held_by_several_parts(tmp_path, sma
     with pytest.raises(CarprobeError, match=r"sample 5 is in .*a and .*b with different metadata \(paint.color"):
         render_set.merge([a, b], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_full_disk_at_start_or_at_the_end_is_exit_2_never_a_traceback(tmp_path, small_spec, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(render_set.os, "fsync", no_space)  # the marker cannot be written
+        with pytest.raises(CarprobeError, match="no space left.*0 complete images are kept"):
+            render_set.render_samples(small_spec, tmp_path / "new", FakeRenderer(), progress=False)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(render_set, "write_index_files", no_space)  # the last metadata.csv
+    with pytest.raises(CarprobeError, match="no space left.*12 complete images are kept"):
+        render_set.render_samples(small_spec, tmp_path / "set", FakeRenderer(), progress=False)
+    with pytest.raises(CarprobeError, match="12 complete images are kept"):
+        render_set.finalize(small_spec, tmp_path / "set")
