@@ -173,10 +173,6 @@ def identity_kept(x: np.ndarray, pairs: Pairs, cars: np.ndarray, kind: str) -> n
 
 # --- per model --------------------------------------------------------------------------
 
-def _level_order(values: pd.Series) -> list:
-    return list(pd.unique(values))
-
-
 def _delta(a: np.ndarray, b: np.ndarray, circular: bool) -> np.ndarray:
     delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
     if circular:
@@ -234,11 +230,10 @@ def model_effects(model: str, embeddings: np.ndarray, metadata: pd.DataFrame, pl
         values = metadata[factor].reset_index(drop=True)
         kind = factor_kind(factor, values)
         if kind == "categorical":
-            order = {level: i for i, level in enumerate(_level_order(values))}
-            a = values.iloc[pairs.first].map(order).to_numpy()
-            b = values.iloc[pairs.second].map(order).to_numpy()
+            codes, levels = pd.factorize(values, use_na_sentinel=False)  # first-appearance order; NaN a level
+            a, b = codes[pairs.first], codes[pairs.second]
             low_level, high_level = np.minimum(a, b), np.maximum(a, b)
-            levels = list(order)
+            levels = ["" if pd.isna(level) else level for level in levels]
             table = pd.DataFrame({"a": low_level, "b": high_level, "d": dist}).groupby(["a", "b"])["d"].agg(["mean", "size"])
             for (i, j), stats in table.iterrows():
                 add(factor, "mean_distance", stats["mean"], n=stats["size"], level_a=str(levels[i]),

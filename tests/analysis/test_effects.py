@@ -282,3 +282,64 @@ def test_many_cars_in_one_scene_are_paired_along_a_cycle_not_all_with_all():
         (2 * m + 1) * m  # up to 2m + 1 cars: every pair
     assert len(find_pairs(grid_metadata(cars=2 * m + 2, colours=("red",), azimuths=(0.0,)), []).identity) == \
         (2 * m + 2) * m  # one more: the cycle
+
+
+def test_the_report_leaves_out_effects_a_design_cannot_support():
+    from analysis.effects import optional_plan
+
+    meta = grid_metadata(cars=3)
+    plan, notes = optional_plan(meta, ["paint.color", "camera.azimuth"])
+    assert set(plan.factors) == {"paint.color", "camera.azimuth"} and notes == []
+    meta["paint.color"] = [f"c{i}" for i in range(len(meta))]  # a random design: nothing changes alone
+    plan, notes = optional_plan(meta, ["paint.color", "camera.azimuth"])
+    # colour still changes alone within a car and azimuth, but no two cars ever share a scene
+    assert plan is None and "no matched pairs for camera.azimuth" in notes[0] and "different cars" in notes[-1]
+    plan, notes = optional_plan(grid_metadata(cars=1), ["paint.color"])
+    assert plan is None and "different cars" in notes[-1]
+
+
+def test_continuous_changes_are_binned_and_empty_levels_are_a_level():
+    meta = grid_metadata(cars=3, colours=("red", "blue"), azimuths=(0.0,))
+    meta = pd.concat([meta.assign(**{"car.length": 4.0 + 0.01 * k}) for k in range(30)], ignore_index=True)
+    meta.loc[meta["paint.color"] == "blue", "paint.color"] = np.nan  # e.g. an optional column left empty
+    x = np.concatenate([meta[["car.length"]].to_numpy(), one_hot(meta["car_id"]),
+                        meta["paint.color"].isna().to_numpy(float)[:, None]], axis=1)
+    plan = find_pairs(meta, ["car.length", "paint.color"])
+    effects, response = model_effects("m", x, meta, plan, distance="euclidean", normalize=False, n_boot=20)
+    assert len(response) == 12 and response["n"].sum() == len(plan.factors["car.length"])  # 12 equal-width bins
+    # the ratio grows with the size of the change (distance = Δlength here)
+    assert response.sort_values("delta")["value"].is_monotonic_increasing
+    levels = effects[effects["metric"] == "mean_distance"]
+    assert list(zip(levels["level_a"], levels["level_b"])) == [("red", "")]
+
+
+def test_baselines_are_recognised_from_the_model_entries():
+    from analysis.effects.figures import model_roles
+
+    entries = [{"name": "ms", "ref": "runs/ms/best.pt"}, {"name": "r18", "ref": "torchvision:resnet18"},
+               {"name": "r18-random", "ref": "torchvision:resnet18", "random_init": True},
+               {"name": "mine", "ref": "x.pt", "baseline": "ImageNet only"}]
+    assert model_roles(entries) == {"ms": "", "r18": "ImageNet only", "r18-random": "untrained",
+                                    "mine": "ImageNet only"}
+
+
+def test_the_section_reads_an_effects_subfolder_of_a_results_folder(tmp_path):
+    import json
+
+    from analysis.report import write_report
+
+    meta = grid_metadata(cars=4)
+    x = np.concatenate([one_hot(meta["paint.color"]) * 3, one_hot(meta["car_id"])], axis=1)
+    effects, response = compute_effects({"syn": (x, "euclidean", False)}, meta,
+                                        find_pairs(meta, ["paint.color", "camera.azimuth"]), n_boot=50)
+    (tmp_path / "effects").mkdir()
+    effects.to_csv(tmp_path / "effects" / EFFECTS_CSV, index=False)
+    response.to_csv(tmp_path / "effects" / RESPONSE_CSV, index=False)
+    (tmp_path / "results.json").write_text(json.dumps({"format": "carprobe-results", "set": {"name": "s"},
+                                                       "models": [{"name": "syn", "distance": "euclidean"}]}))
+    html = write_report(tmp_path / "report.html", None, tmp_path).read_text(encoding="utf-8")
+    section = html[html.index('id="effects"'):]
+    section = section[:section.index("</section>")]
+    assert "3.000 [3.000, 3.000]" in section  # colour: three times a change of car
+    assert "invariant to <b>camera azimuth" in section and "like a change of car: <b>paint color" in section
+    assert section.count('<img src="data:image/png;base64,') == 4  # bars, kept, levels, response
