@@ -282,7 +282,7 @@ def _run_workers(args, spec, out: Path, indices: list[int], shard, count: int, s
         complete, kept = 0, f"nothing was rendered, so {out} is left as it was)"
     else:
         complete = render_set.finalize(spec, out, shard=shard)
-        kept = f"log {log_path}); {complete} images are complete, rerun to resume" if failed else ""
+        kept = f"log {log_path}); {complete} complete images are kept, rerun to resume" if failed else ""
     if stop.requested():
         raise KeyboardInterrupt
     if failed:

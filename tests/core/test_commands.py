@@ -121,3 +121,19 @@ def test_the_worker_and_a_single_process_pass_their_thread_count_to_the_renderer
     assert cli.main(["render", str(spec_path), "--out", out]) == 0
     assert calls == [4, None]  # a single process leaves Cycles on AUTO
     assert cli.main(["render", str(spec_path), "--out", out, "--threads", "0"]) == 2
+
+
+def test_render_and_merge_into_a_busy_folder_exit_2_before_loading_blender(tmp_path, capsys):
+    spec = parse_spec(SMALL_SPEC)
+    render_set.render_samples(spec, tmp_path / "part", FakeRenderer(), indices=[0], progress=False)
+    busy = tmp_path / "busy"
+    claim = render_set.FolderClaim(spec, busy)  # another job owns it
+    try:
+        for argv in (["render", str(write_spec(tmp_path)), "--out", str(busy)],
+                     ["render", str(write_spec(tmp_path)), "--out", str(busy), "--workers", "2"],
+                     ["merge", str(tmp_path / "part"), "--out", str(busy)]):
+            assert cli.main(argv) == 2
+            assert "in use by another carprobe job" in capsys.readouterr().err
+    finally:
+        claim.release()
+    assert "bpy" not in sys.modules
