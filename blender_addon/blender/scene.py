@@ -19,6 +19,7 @@ from typing import Any
 import bpy
 from mathutils import Matrix, Vector
 
+from ..core import car_models
 from ..core import cars as core_cars
 from ..core.errors import CarprobeError
 from ..core.schema import MASK_PARTS
@@ -48,11 +49,6 @@ GROUND_COLOR = (0.30, 0.30, 0.30)
 ENGINE_IDS = {"cycles": "CYCLES", "workbench": "BLENDER_WORKBENCH",
               "eevee": "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT"}
 
-# User-model material names → mask part (first match; everything else counts as body).
-MODEL_PART_WORDS = (("glass", ("glass", "window", "windshield", "windscreen")),
-                    ("wheels", ("tyre", "tire", "wheel", "rim")),
-                    ("lights", ("light", "lamp")),
-                    ("trim", ("trim", "grille", "grill", "bumper", "chrome", "plastic")))
 
 
 # --- entry point ----------------------------------------------------------------------------
@@ -187,7 +183,7 @@ def _direction(azimuth: float, elevation: float) -> Vector:
 def _apply_car(row, spec, scene, coll) -> bpy.types.Material:
     body = row["car.body"]
     overrides = {k: _f(row, "car." + k) for k in ("length", "width", "height", "wheel_scale")}
-    if body == "model":
+    if body == "model" or car_models.shipped_car(body) is not None:
         car = bpy.data.objects.get(CAR)
         if car is not None:
             _remove_object(car)
@@ -214,26 +210,39 @@ def _apply_car(row, spec, scene, coll) -> bpy.types.Material:
     return car_builder.ensure_material("Paint")
 
 
-def _model_key(path: Path, row) -> str:
+def model_source(row, spec) -> tuple[Path, str, float, float]:
+    """(file, paint material, yaw in degrees, length in m; 0 = as the file is) of a row's model:
+    a shipped model (car.body = its id) or the user's (car.body = 'model', car.model_file)."""
+    yaw = _f(row, "car.model_yaw") if "car.model_yaw" in row else 0.0
+    shipped = car_models.shipped_car(row["car.body"])
+    if shipped is not None:
+        if not shipped.file.is_file():
+            raise CarprobeError(f"car.body: the shipped model file {shipped.file} is missing; reinstall carprobe "
+                                f"or pick another body")
+        length = _f(row, "car.length") or shipped.length
+        return shipped.file, shipped.paint_material, shipped.yaw + yaw, length
+    path = _resolve(spec, "car.model_file", str(row.get("car.model_file", "")))
+    return path, str(row.get("car.paint_material") or "Paint"), yaw, _f(row, "car.length")
+
+
+def _model_key(path: Path, paint_name: str, yaw: float, length: float) -> str:
     st = path.stat()
-    return json.dumps([str(path), st.st_mtime_ns, st.st_size, row.get("car.paint_material", "Paint"),
-                       _f(row, "car.length")])
+    return json.dumps([str(path), st.st_mtime_ns, st.st_size, paint_name, yaw, length])
 
 
 def _apply_model(row, spec, scene, coll, overrides) -> bpy.types.Material:
-    path = _resolve(spec, "car.model_file", str(row.get("car.model_file", "")))
+    path, paint_name, yaw, length = model_source(row, spec)
     suffix = path.suffix.lower()
     allowed = (".blend", ".glb", ".gltf", ".fbx", ".obj")
     if suffix not in allowed:
         raise CarprobeError(f"car.model_file: {path} has an unsupported suffix; allowed: {', '.join(allowed)}")
-    paint_name = str(row.get("car.paint_material") or "Paint")
-    key = _model_key(path, row)
+    key = _model_key(path, paint_name, yaw, length)
     root = bpy.data.objects.get(MODEL_ROOT)
     if root is None or root.get("carprobe_key") != key:
         _remove_model()
         root = _import_model(path, suffix, scene, coll)
         root["carprobe_key"] = key
-        _normalise_model(root, overrides["length"])
+        _normalise_model(root, length, yaw)
     mats = _model_materials(root)
     paint = next((m for m in mats if m.name == paint_name), None) or \
         next((m for m in mats if m.name.rsplit(".", 1)[0] == paint_name), None)
@@ -245,16 +254,46 @@ def _apply_model(row, spec, scene, coll, overrides) -> bpy.types.Material:
         raise CarprobeError(f"car.paint_material: material {paint.name!r} in {path} has no Principled BSDF node "
                             f"to drive the paint colour; allowed: a material with a Principled BSDF")
     for m in mats:  # mask part ids by material (Cycles material-index pass)
-        m.pass_index = MASK_PARTS.index("body") if m == paint else _model_part(m.name)
+        part = "body" if m == paint else car_models.part_of_material(m.name)
+        m.pass_index = MASK_PARTS.index(part)
+        if part == "glass":
+            _make_glass_opaque(m)
+    _unlink_input(paint, "Base Color")  # a painted texture would hide the paint colour
     return paint
 
 
-def _model_part(name: str) -> int:
-    low = name.lower()
-    for part, words in MODEL_PART_WORDS:
-        if any(w in low for w in words):
-            return MASK_PARTS.index(part)
-    return MASK_PARTS.index("body")
+def _unlink_input(mat, socket: str) -> None:
+    bsdf = _principled(mat)
+    if bsdf is not None:
+        for link in list(bsdf.inputs[socket].links):
+            mat.node_tree.links.remove(link)
+
+
+def _make_glass_opaque(mat) -> None:
+    """Model glass as carprobe's own: opaque dark tinted, all reflection. See-through glass would
+    show the interior (a speckled glass mask, and the interior in the image)."""
+    glass = car_builder.MATERIALS["Glass"]
+    bsdf = _principled(mat)
+    if bsdf is None:  # not a node material we understand: replace its surface by a plain BSDF
+        mat.use_nodes = True
+        nodes = mat.node_tree.nodes
+        nodes.clear()
+        bsdf = nodes.new("ShaderNodeBsdfPrincipled")
+        out = nodes.new("ShaderNodeOutputMaterial")
+        mat.node_tree.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    for socket in ("Base Color", "Alpha", "Transmission Weight", "Roughness", "Metallic"):
+        _unlink_input(mat, socket)
+    bsdf.inputs["Base Color"].default_value = (*glass[1], 1.0)
+    bsdf.inputs["Metallic"].default_value = glass[2]
+    bsdf.inputs["Roughness"].default_value = glass[3]
+    bsdf.inputs["Alpha"].default_value = 1.0
+    bsdf.inputs["Transmission Weight"].default_value = 0.0
+    bsdf.inputs["Specular IOR Level"].default_value = 1.0
+    mat.diffuse_color = (*glass[1], 1.0)
+    if hasattr(mat, "surface_render_method"):
+        mat.surface_render_method = "DITHERED"  # EEVEE: opaque, depth-tested
+    if hasattr(mat, "blend_method"):
+        mat.blend_method = "OPAQUE"
 
 
 def _model_materials(root) -> list[bpy.types.Material]:
@@ -346,8 +385,12 @@ def _find_layer_collection(layer, name):
     return None
 
 
-def _normalise_model(root, length: float) -> None:
-    """Centre the model on the origin and stand it on the ground; scale it to `length` if > 0."""
+def _normalise_model(root, length: float, yaw: float = 0.0) -> None:
+    """Turn the model by `yaw` degrees about z, centre it on the origin and stand it on the
+    ground; scale it to `length` (its extent along y after the turn) if > 0."""
+    root.rotation_euler = (0.0, 0.0, math.radians(yaw))
+    root.scale = (1.0, 1.0, 1.0)
+    root.location = (0.0, 0.0, 0.0)
     bpy.context.view_layer.update()
     pts = []
     for obj in root.children_recursive:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.car_models import spec_model_warnings
 from ..core.sampling import full_count, sample_count
 from ..core.spec import load_spec
 
@@ -15,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)  # SpecError lists every problem; the CLI exits 2
     print(describe(spec))
+    for warning in spec_model_warnings(spec):  # renders, but the masks or paint would be wrong
+        print(f"warning: {warning}")
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import schema
 from .camera import camera_pose, intrinsics, opencv_camera
+from .car_models import SHIPPED_IDS
 from .colors import hsv_string, parse_color
 from .errors import CarprobeError
 from .spec import Factor, Spec
@@ -193,9 +194,12 @@ def camera_columns(values: dict[str, Any], width: int, height: int, seed: int) -
 
 
 def car_id(values: dict[str, Any]) -> str:
-    """Car identity label: '<body>-<shape seed, 4 digits>' or 'model-<file stem>'."""
+    """Car identity label: '<body>-<shape seed, 4 digits>', a shipped model's id (the seed does
+    not change it) or 'model-<file stem>'."""
     if values["car.body"] == "model":
         return "model-" + PurePosixPath(values["car.model_file"].replace("\\", "/")).stem
+    if values["car.body"] in SHIPPED_IDS:
+        return values["car.body"]
     return f"{values['car.body']}-{values['car.shape_seed']:04d}"
 
 

@@ -26,9 +26,12 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+from .car_models import SHIPPED_IDS
+
 BODY_TYPES = ("sedan", "hatchback", "suv", "coupe", "wagon", "van", "pickup")
-# "model" selects a user car model file (car.model_file) instead of a procedural body.
-BODY_CHOICES = BODY_TYPES + ("model",)
+# Then the realistic models shipped in assets/cars (cars.toml), then "model": a user car model
+# file (car.model_file) instead of a procedural body.
+BODY_CHOICES = BODY_TYPES + SHIPPED_IDS + ("model",)
 MODEL_FILE_SUFFIXES = (".blend", ".glb", ".gltf", ".fbx", ".obj")
 
 # Named paint colours, linear-ish sRGB triples in 0..1 (converted to linear in Blender).
@@ -108,10 +111,13 @@ PARAMS: tuple[Param, ...] = (
     _p("render", "format", "enum", "png", "Image file format", factor=False, choices=IMAGE_FORMATS),
     _p("render", "masks", "bool", True, "Write per-pixel part masks", factor=False),
     # --- car ---------------------------------------------------------------------------
-    _p("car", "body", "enum", "sedan", "Body type, or 'model' for a user car model file", choices=BODY_CHOICES),
+    _p("car", "body", "enum", "sedan", "Body: a procedural type, a shipped model (assets/cars), or 'model' for "
+       "a user car model file", choices=BODY_CHOICES),
     _p("car", "shape_seed", "int", 0, "Shape seed: with the body type it fixes the car identity", minimum=0),
     _p("car", "model_file", "path", "", "User car model (body = 'model')", choices=MODEL_FILE_SUFFIXES, optional=True),
     _p("car", "paint_material", "str", "Paint", "Name of the user model's paint material", optional=True),
+    _p("car", "model_yaw", "float", 0.0, "Turn of a car model about the vertical axis, for models that do not "
+       "face -y (added to a shipped model's own)", minimum=-360.0, maximum=360.0, unit="deg"),
     # Shape overrides: 0 = derived from (body, shape_seed).
     _p("car", "length", "float", 0.0, "Overall length (0 = from identity)", minimum=0.0, maximum=8.0, unit="m"),
     _p("car", "width", "float", 0.0, "Overall width (0 = from identity)", minimum=0.0, maximum=3.0, unit="m"),
