@@ -10,16 +10,16 @@ script, in a fresh Blender scene:
 1. imports the OBJ (Blender's default axes: OBJ +Y up, -Z forward) and joins it into one mesh;
 2. scales it to the real length the catalogue gives (`depth`, cm) and puts it on the origin;
 3. renames every material to `<part>:<original name>` (`Paint` for the paint), where part is
-   what carprobe's mask reads from the name (glass, wheels, lights:front, lights:rear, trim,
-   body): MODELS' explicit `parts` first, then the word rules in `classify`;
+   what carprobe's mask reads from the name (glass, wheels, lights, lights:front, lights:rear,
+   trim, body): MODELS' explicit `parts` first, then the word rules in `classify`;
 4. deletes brand-logo faces (materials named brand/marca), where a model has them;
 5. decimates meshes above MAX_TRIANGLES (collapse), clears custom normals, smooths by angle;
 6. works out the yaw that turns the front (front-light centroid) to -y, the carprobe
    convention, and records it in cars.toml (the mesh itself keeps the package's orientation);
 7. exports a .glb (textures kept as in the package, so small decals stay; glass stays as the
    MTL says — carprobe makes it opaque when it loads the model).
-cars.toml and ATTRIBUTION.md are rewritten from MODELS; copy the credit lines into
-assets/README.md when they change (tests/core check they agree).
+cars.toml, ATTRIBUTION.md and the credit block of assets/README.md are rewritten from MODELS
+(tests/core check that they agree and name every shipped file).
 """
 
 from __future__ import annotations
@@ -50,53 +50,58 @@ SCOPIA = "(C) Copyrights 2006-2020 Scopia Visual Interfaces Systems, s.l. (http:
 MODELS: dict[str, dict] = {
     "hatch_a": dict(sh3f="BlendSwap-CC-BY.sh3f", obj="blendswap-cc-by/fordFocus/fordFocus.obj", length=4.358,
                     credit=FORD, licence="CC-BY-3.0", style="five-door hatchback",
-                    parts={"carPaint": "Paint", "glass_red": "lights_rear", "white": "lights_front",
-                           "yellow_chrome": "lights_front", "blue_gradient": "lights_front"}),
-    "hatch_b": dict(sh3f="Scopia.sh3f", obj="scopia/seat_leon/seat_leon.obj", length=4.195, credit=SCOPIA,
+                    parts={"carPaint": "Paint", "glass_red": "lights_rear", "white": "lights",
+                           "yellow_chrome": "lights_front", "blue_gradient": "lights"}),
+    "hatch_b": dict(title="Seat Leon", sh3f="Scopia.sh3f", obj="scopia/seat_leon/seat_leon.obj", length=4.195, credit=SCOPIA,
                     licence="CC-BY-3.0", style="five-door hatchback",
                     parts={"chapa_roja": "Paint", "faros_rojos": "lights_rear", "faros_blan_back": "lights_rear",
                            "faros_blancos_faro1_leon.jpg": "lights_front", "llantas": "wheels",
                            "asientos": "body", "matricula": "trim"}),
-    "sedan_a": dict(sh3f="KatorLegaz.sh3f", obj="katorlegaz/concept-sedan-01v1/concept-sedan-01v1.obj",
+    "sedan_a": dict(title="Concept Sedan 01 (concept-sedan-01v1)", sh3f="KatorLegaz.sh3f", obj="katorlegaz/concept-sedan-01v1/concept-sedan-01v1.obj",
                     length=4.711, credit=KATOR, licence="CC-BY-3.0-US", style="saloon (concept)",
                     parts={"Car": "Paint", "Headlights": "lights_front", "Taillights": "lights_rear",
-                           "Turn_signals": "lights_front", "Reflector": "lights_rear"}),
-    "sedan_b": dict(sh3f="KatorLegaz.sh3f", obj="katorlegaz/concept-sedan-02/concept-sedan-02.obj",
+                           "Turn_signals": "lights", "Reflector": "lights"}),
+    "sedan_b": dict(title="Concept Sedan 02", sh3f="KatorLegaz.sh3f", obj="katorlegaz/concept-sedan-02/concept-sedan-02.obj",
                     length=4.398, credit=KATOR, licence="CC-BY-3.0-US", style="saloon (concept)",
                     parts={"PAINT_lt_blue": "Paint"}),
-    "sedan_c": dict(sh3f="KatorLegaz.sh3f", obj="katorlegaz/concept-sedan-02-sport/concept-sedan-02-sport.obj",
+    "sedan_c": dict(title="Concept Sedan 02 Sport", sh3f="KatorLegaz.sh3f", obj="katorlegaz/concept-sedan-02-sport/concept-sedan-02-sport.obj",
                     length=4.249, credit=KATOR, licence="CC-BY-3.0-US", style="sports saloon (concept)",
                     parts={"PAINT_lt_blue": "Paint"}),
-    "compact_a": dict(sh3f="KatorLegaz.sh3f", obj="katorlegaz/VW-new-beetle/VW-new-beetle.obj", length=4.091,
+    "compact_a": dict(title="VW new beetle", sh3f="KatorLegaz.sh3f", obj="katorlegaz/VW-new-beetle/VW-new-beetle.obj", length=4.091,
                       credit=KATOR, licence="CC-BY-3.0-US", style="rounded three-door compact",
                       parts={"PAINT_yellow": "Paint", "PAINT_black": "trim"}),
-    "coupe_a": dict(sh3f="Scopia.sh3f", obj="scopia/chevrolet/chevrolet.obj", length=4.457, credit=ETEKS,
+    "coupe_a": dict(title="Chevrolet", sh3f="Scopia.sh3f", obj="scopia/chevrolet/chevrolet.obj", length=4.457, credit=ETEKS,
                     licence="CC-BY-3.0", style="sports coupé", parts={"firstcolor": "Paint",
                                                                        "glassfocus": "lights_front"}),
-    "cabrio_a": dict(sh3f="Scopia.sh3f", obj="scopia/peugeot-308/peugeot-308.obj", length=4.44, credit=ETEKS,
+    "cabrio_a": dict(title="Peugeot 308 CC", sh3f="Scopia.sh3f", obj="scopia/peugeot-308/peugeot-308.obj", length=4.44, credit=ETEKS,
                      licence="CC-BY-3.0", style="coupé-cabriolet, roof closed",
                      parts={"color-exterior": "Paint", "front-lights": "lights_front",
                             "rear-lights": "lights_rear", "wheels": "wheels", "esteering_wheel": "body"}),
-    "suv_a": dict(sh3f="Scopia.sh3f", obj="scopia/suv/suv.obj", length=4.631, credit=ETEKS, licence="CC-BY-3.0",
+    "suv_a": dict(title="SUV", sh3f="Scopia.sh3f", obj="scopia/suv/suv.obj", length=4.631, credit=ETEKS, licence="CC-BY-3.0",
                   style="SUV", parts={"firstcolor": "Paint"}),
-    "mpv_a": dict(sh3f="Scopia.sh3f", obj="scopia/renault-scenic/renault-scenic.obj", length=4.262, credit=ETEKS,
+    "mpv_a": dict(title="Renault Scenic", sh3f="Scopia.sh3f", obj="scopia/renault-scenic/renault-scenic.obj", length=4.262, credit=ETEKS,
                   licence="CC-BY-3.0", style="compact MPV (paint is a texture in the package)",
                   parts={"color-beige-green": "Paint", "front-lights": "lights_front", "back-lights": "lights_rear",
                          "wheels": "wheels"}),
-    "city_a": dict(sh3f="Scopia.sh3f", obj="scopia/smart-car/smart-car.obj", length=2.528, credit=ETEKS,
+    "city_a": dict(title="Smart car", sh3f="Scopia.sh3f", obj="scopia/smart-car/smart-car.obj", length=2.528, credit=ETEKS,
                    licence="CC-BY-3.0", style="two-seat city car",
-                   parts={"first-color": "Paint", "back-lights": "lights_rear", "grey-light": "lights_front",
+                   parts={"first-color": "Paint", "back-lights": "lights_rear", "grey-light": "lights",
                           "second-color": "trim", "dark-roof": "trim", "black-glass": "glass"}),
-    "van_a": dict(sh3f="Scopia.sh3f", obj="scopia/van/van.obj", length=5.958, credit=ETEKS, licence="CC-BY-3.0",
+    "van_a": dict(title="Van", sh3f="Scopia.sh3f", obj="scopia/van/van.obj", length=5.958, credit=ETEKS, licence="CC-BY-3.0",
                   style="panel van", parts={"firstcolor": "Paint", "redlights": "lights_rear",
-                                            "whiteglass": "lights_front"}),
+                                            "whiteglass": "glass"}),
 }
 
+README_START = "<!-- car credits (convert.py) -->"
+README_END = "<!-- end car credits -->"
 LOGO_WORDS = ("brand", "marca")
 # Word rules for materials MODELS does not name (checked in this order: lights before glass).
+# lights:front / lights:rear only for lamps that are surely at one end (they set the yaw);
+# turn signals, reflectors … are plain lights.
 WORDS = (("trim", ("mirror", "textured")),
-         ("lights_rear", ("brake", "tail", "reflector", "redlight", "rojo")),
-         ("lights_front", ("headlight", "turn_signal", "parking_light", "lens", "front-light")),
+         ("lights_rear", ("brake", "tail", "redlight", "rojo")),
+         ("lights_front", ("headlight", "front-light")),
+         ("lights", ("turn_signal", "parking_light", "lens", "reflector", "light")),
          ("wheels", ("rubber", "tire", "tyre", "tread", "neumatico", "wheel")),
          ("glass", ("glass", "cristal", "window", "defroster")),
          ("trim", ("chrome", "plastic", "black", "metal", "aluminum", "mirror", "vent", "lowparts", "holes",
@@ -138,7 +143,7 @@ def convert(model_id: str, obj_path: Path, out: Path) -> dict:
     if len(meshes) > 1:
         bpy.ops.object.join()
     car = bpy.context.view_layer.objects.active
-    car.name = model_id
+    car.name = car.data.name = model_id  # no source (brand) names left in the file
     bpy.ops.object.transform_apply(location=True, rotation=True, scale=True)
     mesh = car.data
 
@@ -233,7 +238,8 @@ def write_manifest(results: dict[str, dict]) -> None:
 def attribution_line(model_id: str) -> str:
     m = MODELS[model_id]
     name, url = LICENCES[m["licence"]]
-    return f"- `{model_id}.glb`: {m['credit']}. Licence: {name} ({m['licence']}), {url}."
+    title = f"\"{m['title']}\" from the Sweet Home 3D furniture library, " if "title" in m else ""
+    return f"- `{model_id}.glb`: {title}{m['credit']}. Licence: {name} ({m['licence']}), {url}."
 
 
 def write_attribution(results: dict[str, dict]) -> None:
@@ -253,6 +259,12 @@ def write_attribution(results: dict[str, dict]) -> None:
         logo = f", {res['logos_removed']} logo faces removed" if res["logos_removed"] else ""
         lines.append(f"- `{model_id}.glb` from `{src['sh3f']}:{src['obj']}`: {dec}{logo}.")
     (HERE / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # assets/README.md carries the same credit lines between two markers.
+    readme = HERE.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    block = "\n".join(attribution_line(i) for i in results)
+    readme.write_text(text[:start] + "\n" + block + "\n" + text[end:], encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
