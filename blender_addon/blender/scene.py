@@ -210,28 +210,13 @@ def _apply_car(row, spec, scene, coll) -> bpy.types.Material:
     return car_builder.ensure_material("Paint")
 
 
-def model_source(row, spec) -> tuple[Path, str, float, float]:
-    """(file, paint material, yaw in degrees, length in m; 0 = as the file is) of a row's model:
-    a shipped model (car.body = its id) or the user's (car.body = 'model', car.model_file)."""
-    yaw = _f(row, "car.model_yaw") if "car.model_yaw" in row else 0.0
-    shipped = car_models.shipped_car(row["car.body"])
-    if shipped is not None:
-        if not shipped.file.is_file():
-            raise CarprobeError(f"car.body: the shipped model file {shipped.file} is missing; reinstall carprobe "
-                                f"or pick another body")
-        length = _f(row, "car.length") or shipped.length
-        return shipped.file, shipped.paint_material, shipped.yaw + yaw, length
-    path = _resolve(spec, "car.model_file", str(row.get("car.model_file", "")))
-    return path, str(row.get("car.paint_material") or "Paint"), yaw, _f(row, "car.length")
-
-
 def _model_key(path: Path, paint_name: str, yaw: float, length: float) -> str:
     st = path.stat()
     return json.dumps([str(path), st.st_mtime_ns, st.st_size, paint_name, yaw, length])
 
 
 def _apply_model(row, spec, scene, coll, overrides) -> bpy.types.Material:
-    path, paint_name, yaw, length = model_source(row, spec)
+    path, paint_name, yaw, length = car_models.model_source(row, spec)
     suffix = path.suffix.lower()
     allowed = (".blend", ".glb", ".gltf", ".fbx", ".obj")
     if suffix not in allowed:

@@ -124,6 +124,32 @@ def shipped_car(body: str) -> ShippedCar | None:
     return SHIPPED.get(body)
 
 
+def model_source(row: dict, spec) -> tuple[Path, str, float, float] | None:
+    """(file, paint material, yaw in degrees, length in m; 0 = as the file is) of the model a
+    metadata row renders: a shipped model (car.body = its id) or the user's (car.body = 'model',
+    car.model_file resolved like core.spec.Spec.resolve_file); None for a procedural body.
+    Raises CarprobeError for a missing file."""
+    body = row["car.body"]
+    yaw = float(row.get("car.model_yaw") or 0.0)
+    length = float(row.get("car.length") or 0.0)
+    shipped = SHIPPED.get(body)
+    if shipped is not None:
+        if not shipped.file.is_file():
+            raise CarprobeError(f"car.body: the shipped model file {shipped.file} is missing; reinstall carprobe "
+                                f"or pick another body")
+        return shipped.file, shipped.paint_material, shipped.yaw + yaw, length or shipped.length
+    if body != "model":
+        return None
+    value = str(row.get("car.model_file") or "")
+    found = spec.resolve_file("car.model_file", value) if value and hasattr(spec, "resolve_file") else None
+    if found is None and value and Path(value).expanduser().is_file():
+        found = Path(value).expanduser()
+    if found is None:
+        raise CarprobeError(f"car.model_file: file not found: {value or repr('')}; give an existing file "
+                            f"(absolute, relative to the spec's folder, or to the repository's assets/)")
+    return Path(found), str(row.get("car.paint_material") or "Paint"), yaw, length
+
+
 def model_warnings(path: str | Path, paint_material: str) -> list[str]:
     """Warnings about a model whose materials leave the paint factor or the wheels part empty."""
     names = material_names(path)

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ..core import schema
+from ..core import car_models, schema
 from ..core.errors import SpecError
 
 INT_MAX = 2**31 - 1  # Blender int properties are 32-bit
@@ -51,6 +51,17 @@ MODE_LABELS = {
     "choice": ("Choice", "Random choice among values, optionally weighted (random design only)"),
 }
 BASE_MODES = ("values", "range", "hsv")
+
+# Menu entries of enum parameters that need more than their identifier: the body menu names
+# each shipped car model with its style (assets/cars/cars.toml).
+ENUM_LABELS: dict[str, dict[str, tuple[str, str]]] = {
+    "car.body": {
+        **{b: (b, f"Procedural {b} (identity: body and shape seed)") for b in schema.BODY_TYPES},
+        **{m.id: (f"{m.id} ({m.style})", f"Shipped model assets/cars/{m.file.name}: {m.style}")
+           for m in car_models.SHIPPED.values()},
+        "model": ("model (your file)", "Your own car model: car.model_file, car.paint_material"),
+    },
+}
 
 # Field kinds: the scalar kinds of the schema, plus "list" (comma-separated text), "mode"
 # (the mode enum) and "exact" (hidden float twin).

@@ -47,7 +47,8 @@ def _bpy_property(f: F.Field):
     if f.kind == "bool":
         return BoolProperty(default=bool(f.default), **kw)
     if f.kind == "enum":
-        return EnumProperty(items=_enum_items(f.param.path, f.param.choices), default=f.default, **kw)
+        return EnumProperty(items=_enum_items(f.param.path, f.param.choices, F.ENUM_LABELS.get(f.param.path)),
+                            default=f.default, **kw)
     if f.kind == "mode":
         modes = F.MODES_BY_KIND[f.param.kind]
         return EnumProperty(items=_enum_items("mode:" + f.param.kind, modes, F.MODE_LABELS), default="fixed", **kw)

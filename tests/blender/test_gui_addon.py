@@ -11,7 +11,7 @@ import bpy
 import pytest
 
 import blender_addon
-from blender_addon.core import schema
+from blender_addon.core import car_models, schema
 from blender_addon.core.spec import load_spec, parse_spec
 from blender_addon.ui import fields as F
 from gui_specs import SCENES, grid_specs, random_specs
@@ -75,6 +75,15 @@ def test_every_spec_field_has_a_property(addon):
                 assert tuple(items) == F.MODES_BY_KIND[p.kind]
             elif p.group == group and p.kind == "enum":
                 assert tuple(i.identifier for i in rna[p.name].enum_items) == p.choices
+
+
+def test_body_menu_lists_the_shipped_car_models(addon):
+    items = {i.identifier: i for i in addon.car.bl_rna.properties["body"].enum_items}
+    assert len(car_models.SHIPPED_IDS) >= 8
+    for model in car_models.SHIPPED_IDS:
+        assert model in items and car_models.SHIPPED[model].style in items[model].name
+    addon.car.body = car_models.SHIPPED_IDS[0]
+    assert F.props_to_spec(addon)["car"]["body"] == car_models.SHIPPED_IDS[0]
 
 
 @pytest.mark.parametrize("path", SCENES, ids=[p.name for p in SCENES])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import struct
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -138,7 +137,6 @@ def test_validate_reports_an_unreadable_model_with_exit_2(tmp_path, capsys):
     spec.write_text(dumps_toml({"schema": 1, "name": "u", "car": {"body": "model", "model_file": "broken.glb"}}))
     assert cli.main(["validate", str(spec)]) == 2
     assert "car.model_file: cannot read" in capsys.readouterr().err
-    assert "bpy" not in sys.modules
 
 
 KOBS_FACTORS = {"car.body", "camera.azimuth", "paint.color", "background.color", "camera.elevation",
@@ -157,3 +155,19 @@ def test_kobs2021_scenes_use_the_shipped_models_and_kobs_properties():
     assert set(oat.varying_factors) == KOBS_FACTORS
     for path in KOBS_FACTORS - {"car.body"}:  # the same value sets as the random design
         assert set(oat.factor(path).values) == set(random_spec.factor(path).values), path
+
+
+def test_model_source_of_shipped_user_and_procedural_rows(tmp_path):
+    spec = parse_spec({"schema": 1, "name": "s", "design": {"kind": "grid"},
+                       "car": {"body": {"values": ["van_a", "sedan"]}, "model_yaw": 90.0}})
+    shipped = car_models.SHIPPED["van_a"]
+    row = sample_row(spec, 0)
+    assert car_models.model_source(row, spec) == (shipped.file, "Paint", shipped.yaw + 90.0, shipped.length)
+    assert car_models.model_source(dict(row, **{"car.length": 5.0}), spec)[3] == 5.0
+    assert car_models.model_source(sample_row(spec, 1), spec) is None
+    (tmp_path / "mine.glb").write_bytes(b"")
+    user = parse_spec({"schema": 1, "name": "u", "car": {"body": "model", "model_file": "mine.glb",
+                                                          "paint_material": "Lacquer"}}, tmp_path)
+    assert car_models.model_source(sample_row(user, 0), user) == ((tmp_path / "mine.glb").resolve(), "Lacquer", 0.0, 0.0)
+    with pytest.raises(CarprobeError, match="car.model_file: file not found: gone.glb"):
+        car_models.model_source(dict(sample_row(user, 0), **{"car.model_file": "gone.glb"}), user)
