@@ -338,7 +338,9 @@ def remove_stray_temp_files(root: Path, indices: Iterable[int] | None = None) ->
                 path.unlink(missing_ok=True)
                 removed += 1
     if wanted is None and (root / SCRATCH_DIR).is_dir():
-        shutil.rmtree(root / SCRATCH_DIR, ignore_errors=True)
+        for path in (root / SCRATCH_DIR).iterdir():
+            if not path.name.startswith(f"{os.getpid()}-"):  # this process's may still be in use
+                shutil.rmtree(path, ignore_errors=True)
     return removed
 
 

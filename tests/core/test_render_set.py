@@ -450,11 +450,13 @@ def test_every_leftover_temp_file_and_scratch_folder_is_removed_on_start(tmp_pat
                  tmp_path / "masks" / ".000007.4242-0badcafe.tmp.png"]
     for path in leftovers:
         path.write_bytes(b"killed mid-write")
-    scratch = render_set.scratch_dir(tmp_path)
-    (scratch / "carprobe_mask0001.exr").write_bytes(b"x")
+    killed = tmp_path / render_set.SCRATCH_DIR / "4242-0badcafe"  # a killed process's scratch space
+    killed.mkdir(parents=True)
+    (killed / "carprobe_mask0001.exr").write_bytes(b"x")
+    ours = render_set.scratch_dir(tmp_path)  # this process may still be using its own
     render_set.render_samples(small_spec, tmp_path, FakeRenderer(), indices=[1], progress=False)
     assert not any(p.exists() for p in leftovers)
-    assert not (tmp_path / render_set.SCRATCH_DIR).exists()
+    assert not killed.exists() and ours.is_dir()
     assert temp_files(tmp_path) == []
 
 
