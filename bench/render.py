@@ -1,33 +1,52 @@
-"""Render benchmark: pipeline overhead and memory growth in one Blender process.
+"""Render benchmark: pipeline overhead, worker scaling and memory growth, paired and interleaved.
 
 1. Overhead: per-image time of the full pipeline (core.render_set.render_samples with
-   blender.render's renderer: apply_row, render, mask pass, atomic renames, journal) versus a bare
-   ``bpy.ops.render.render(write_still=True)`` of the same scenes in the same process (the scene
-   is set up untimed before each bare render). Target: overhead < 10 %.
-2. Memory: RSS growth over 200 renders of varying samples (car, paint, lights, background) in one
-   process, after 20 warm-up renders. Target: < 50 MB.
+   blender.render's renderer: apply_row, render, mask pass, temporary files, batched fsyncs,
+   journal) versus a bare bpy loop over the same rows in the same process (apply_row, then
+   ``bpy.ops.render.render(write_still=True)`` to a plain file). Both sides build the same scenes,
+   so the difference is carprobe's own per-image cost. Each round runs both sides, alternating
+   which goes first; the per-round ratio pipeline / bare is the measurement.
+   Goal: overhead < 5 % at 64 px, 8 samples (the defaults), with masks off and on.
+2. Worker scaling (--scaling): ``carprobe render`` in fresh processes, as a user runs it: one
+   process (Cycles on every core) versus N workers with each candidate thread split per worker
+   (--threads T, and auto = every core in each worker), all interleaved in rounds (the order
+   rotates). Per round: speed-up = one process's wall time / the workers' wall time, including
+   Blender's start-up. Goal: N workers >= 0.9 N x one process, for the 128 px quick spec and at
+   --size 224. The split carprobe picks by default (commands.render.worker_threads) is marked.
+3. Memory (--memory-n > 20): RSS growth over that many renders of varying samples (car, paint,
+   lights, background) in one process, after 20 warm-up renders. Target: < 50 MB.
 
-Usage: python bench/render.py [--n 16] [--size 128] [--samples 16] [--memory-n 200]
-Prints the numbers and ratios; exits 0 either way (a benchmark, not a test).
+Each part prints the load average, the CPU seconds of each side (user + system; system alone
+shows Cycles busy-waiting), per-round ratios (min / median / max) and a verdict that holds only
+when every round agrees; on a loaded machine disagreeing rounds read "too loaded to conclude".
+
+Usage: python bench/render.py [--n 12] [--size 64] [--samples 8] [--rounds 5] [--memory-n 0]
+       python bench/render.py --scaling [--spec scenes/quick.toml] [--size 224] [--limit 24]
+                              [--workers 2 4] [--rounds 3]
+Exits 0 either way (a benchmark, not a test).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-import bpy  # noqa: E402
-
-from blender_addon.blender import render as render_mod  # noqa: E402
-from blender_addon.blender import scene as scene_mod  # noqa: E402
-from blender_addon.core import render_set  # noqa: E402
-from blender_addon.core.sampling import sample_row  # noqa: E402
+from blender_addon.commands.render import blender_output_to  # noqa: E402  (Blender's log off stdout)
 from blender_addon.core.spec import parse_spec  # noqa: E402
+from paired import Timed, is_loaded, load_average, load_line, spread, usable_cores, verdict  # noqa: E402
+
+OVERHEAD_GOAL = 1.05  # pipeline / bare
+SCALING_GOAL = 0.9  # x N
 
 
 def rss_mb() -> float:
@@ -52,68 +71,206 @@ def make_spec(n: int, size: int, samples: int, masks: bool, seed: int = 1):
     })
 
 
-def overhead(spec, n: int, tmp: Path) -> tuple[float, float]:
-    """(bare seconds per image, pipeline seconds per image), measured interleaved.
+def bare_loop(spec, n: int, tmp: Path) -> None:
+    """What a user's own script would do: build each row's scene and render it to a file."""
+    import bpy
 
-    Inside one render_samples run, before each pipeline render a bare render of the same row is
-    timed (scene set up untimed, compositor off); then the previous row's scene is applied
-    again, so the pipeline's own apply_row really has to change the scene. The time spent on
-    those extra steps is subtracted from the run. Interleaving cancels drifts in machine load.
-    """
+    from blender_addon.blender import render as render_mod
+    from blender_addon.blender import scene as scene_mod
+    from blender_addon.core.sampling import sample_row
+
     scene = bpy.context.scene
-    inner = render_mod.make_image_renderer(spec)
-    bare: list[float] = []
-    excluded: list[float] = []
-    prev: list[dict] = [sample_row(spec, n - 1)]
-
-    def with_bare(row, image_path, mask_path):
-        t0 = time.perf_counter()
-        scene_mod.apply_row(row, spec)
+    for index in range(n):
+        scene_mod.apply_row(sample_row(spec, index), spec)
         render_mod._set_mask_compositor(scene, None)
         scene.render.use_compositing = False
-        scene.render.filepath = str(tmp / "bare.png")
-        t = time.perf_counter()
+        scene.render.filepath = str(tmp / f"bare-{index}.png")
         bpy.ops.render.render(write_still=True)
-        bare.append(time.perf_counter() - t)
-        scene_mod.apply_row(prev[0], spec)
-        prev[0] = row
-        excluded.append(time.perf_counter() - t0)
-        inner(row, image_path, mask_path)
 
-    t = time.perf_counter()
-    render_set.render_samples(spec, tmp / "set", with_bare, progress=False,
-                              blender_version=bpy.app.version_string)
-    total = time.perf_counter() - t - sum(excluded)
-    return sum(bare) / n, total / n
+
+def pipeline(spec, out: Path, durability: list[float] | None = None) -> None:
+    """render_samples into `out`; adds the seconds spent in journal commits (fsyncs, renames)
+    to `durability`."""
+    import bpy
+
+    from blender_addon.blender import render as render_mod
+    from blender_addon.core import render_set
+
+    commit = render_set.Journal.commit
+
+    def timed_commit(journal):
+        t = time.perf_counter()
+        try:
+            commit(journal)
+        finally:
+            if durability is not None:
+                durability.append(time.perf_counter() - t)
+
+    render_set.Journal.commit = timed_commit
+    try:
+        render_set.render_samples(spec, out, render_mod.make_image_renderer(spec), progress=False,
+                                  blender_version=bpy.app.version_string)
+    finally:
+        render_set.Journal.commit = commit
+
+
+def overhead(args, load_before: float) -> None:
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    print(f"overhead: Blender {bpy.app.version_string}, Cycles CPU, {args.size}x{args.size} px, "
+          f"{args.samples} samples, {args.n} images per side, {args.rounds} rounds")
+    # first-use costs (kernels, HDRI files) on neither side
+    with tempfile.TemporaryDirectory() as tmp, blender_output_to(Path(tmp) / "blender.log"):
+        warm = make_spec(3, args.size, args.samples, True, seed=99)
+        pipeline(warm, Path(tmp) / "warm")
+        bare_loop(warm, 3, Path(tmp))
+    loaded = is_loaded(load_before)
+    for masks in (False, True):
+        spec = make_spec(args.n, args.size, args.samples, masks)
+        bare, ours = Timed(), Timed()
+        durability: list[float] = []
+        with tempfile.TemporaryDirectory() as tmp, blender_output_to(Path(tmp) / "blender.log"):
+            for r in range(args.rounds):
+                out = Path(tmp) / f"set-{r}"
+                sides = [(bare, lambda: bare_loop(spec, args.n, Path(tmp))),
+                         (ours, lambda: pipeline(spec, out, durability))]
+                for timed, fn in sides if r % 2 == 0 else sides[::-1]:
+                    timed.run(fn)
+        wall = [o / b for o, b in zip(ours.wall, bare.wall)]
+        cpu = [o / b for o, b in zip(ours.cpu, bare.cpu)]
+        per = lambda xs: 1000 * sum(xs) / (len(xs) * args.n)  # noqa: E731 ms per image
+        print(f"masks={'on ' if masks else 'off'}: bare {per(bare.wall):6.1f} ms/img (CPU {per(bare.cpu):6.1f}, "
+              f"sys {per(bare.system):5.1f}), pipeline {per(ours.wall):6.1f} ms/img (CPU {per(ours.cpu):6.1f}, "
+              f"sys {per(ours.system):5.1f}); of which durability (journal commits: fsyncs, renames) "
+              f"{1000 * sum(durability) / (args.rounds * args.n):.1f} ms/img")
+        for name, ratios in (("wall", wall), ("CPU", cpu)):
+            print(f"  pipeline / bare {name} time per round: {spread(ratios)}; goal <= {OVERHEAD_GOAL:.2f}: "
+                  f"{verdict(ratios, OVERHEAD_GOAL, higher_is_better=False, loaded=loaded)}")
+
+
+def sized_spec(spec_path: Path, size: int | None, folder: Path) -> Path:
+    """The spec file, with width and height set to `size` when given."""
+    if size is None:
+        return spec_path
+    from blender_addon.core.spec import dumps_toml
+
+    data = tomllib.loads(spec_path.read_text(encoding="utf-8"))
+    data.setdefault("render", {}).update(width=size, height=size)
+    path = folder / f"{spec_path.stem}-{size}.toml"
+    path.write_text(dumps_toml(data), encoding="utf-8")
+    return path
+
+
+def thread_splits(workers: int, cores: int) -> list[int | str]:
+    """Candidate Cycles threads per worker: 1, a fair share, 2, and auto (every core)."""
+    fixed = sorted({1, max(1, cores // workers), min(2, cores)})
+    return [*fixed, "auto"]
+
+
+def scaling(args, load_before: float) -> None:
+    from blender_addon.commands.render import worker_threads
+
+    cores = usable_cores()
+    workers = args.workers or [cores]
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = sized_spec(Path(args.spec), args.size, Path(tmp))
+        limit = args.limit or 8 * max(workers)
+        configs: list[tuple[str, list[str]]] = [("1 process, auto threads", ["--workers", "1"])]
+        default_mark = {}
+        for n in workers:
+            default = worker_threads(n)
+            for t in thread_splits(n, cores):
+                label = f"{n} workers x {t} threads"
+                default_mark[label] = (t == "auto" and default is None) or t == default
+                configs.append((label, ["--workers", str(n), "--threads", str(t)]))
+        print(f"scaling: {spec.name} (--size {args.size or 'as in the spec'}), {limit} images per run, "
+              f"{args.rounds} rounds, {cores} usable cores; speed-up = one process's wall / the run's wall")
+        timed = {label: Timed(children=True) for label, _ in configs}
+        steady: dict[str, list[float]] = {label: [] for label, _ in configs}
+        for r in range(args.rounds):
+            order = configs[r % len(configs):] + configs[:r % len(configs)]  # rotate who goes first
+            for label, extra in order:
+                out = Path(tmp) / f"{len(timed[label].wall)}-{label.replace(' ', '_')}"
+                cmd = [sys.executable, "-m", "blender_addon.commands.render", str(spec), "--out", str(out),
+                       "--limit", str(limit), "--no-progress", *extra]
+                result = timed[label].run(subprocess.run, cmd, cwd=REPO, capture_output=True, text=True)
+                if result.returncode != 0:
+                    print(f"{label}: exit {result.returncode}\n{result.stderr[-2000:]}")
+                    return
+                steady[label].append(steady_rate(out))
+            print(f"  round {r + 1}: " + ", ".join(f"{label} {timed[label].wall[-1]:.1f} s" for label, _ in configs),
+                  flush=True)
+        single = timed[configs[0][0]]
+        # Workers can only scale onto cores one process leaves idle: when one process got less
+        # than half the machine, other work held the cores and the runs say nothing about scaling.
+        single_cores = sum(single.cpu) / sum(single.wall)
+        loaded = is_loaded(load_before)
+        starved = loaded and single_cores < 0.5 * cores
+        for label, extra in configs:
+            t = timed[label]
+            cores_used = sum(t.cpu) / sum(t.wall)
+            runs = len(t.wall) * limit
+            cpu = (f"CPU {sum(t.cpu) / runs:.2f} s/img (sys {sum(t.system) / runs:.2f}), "
+                   f"{cores_used:.2f} of {cores} cores busy")
+            if label == configs[0][0]:
+                print(f"{label}: median {statistics.median(t.wall):.1f} s per run, {cpu}")
+                continue
+            n = int(extra[1])
+            goal = SCALING_GOAL * n
+            ends = [s / w for s, w in zip(single.wall, t.wall)]
+            rates = [w / s for s, w in zip(steady[configs[0][0]], steady[label])]
+            print(f"{label}{' (carprobe default)' if default_mark[label] else ''}: {cpu}")
+            print(f"  speed-up end to end (with start-up): {spread(ends)}")
+            said = verdict(rates, goal, higher_is_better=True, loaded=loaded)
+            if starved and not said.startswith("MEETS"):
+                said = f"TOO LOADED TO CONCLUDE (one process got {single_cores:.2f} of {cores} cores)"
+            print(f"  speed-up steady (image rate, start-up excluded): {spread(rates)}; goal >= {goal:.2f}: {said}")
+
+
+def steady_rate(out: Path) -> float:
+    """Images per second between the first and the last image written (file times): the rate
+    of a long render, without Blender's start-up."""
+    times = sorted(p.stat().st_mtime for p in (out / "images").glob("*.png"))
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else float("nan")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=16, help="images per overhead run")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--memory-n", type=int, default=200)
+    ap.add_argument("--n", type=int, default=12, help="images per side and round (overhead)")
+    ap.add_argument("--size", type=int, help="image side in px (overhead default 64; scaling: the spec's)")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5; scaling 3)")
+    ap.add_argument("--scaling", action="store_true", help="measure render workers instead of the overhead")
+    ap.add_argument("--spec", default=str(REPO / "scenes" / "quick.toml"), help="spec for --scaling")
+    ap.add_argument("--limit", type=int, help="images per --scaling run (default 8 x the most workers)")
+    ap.add_argument("--workers", type=int, nargs="+", help="worker counts for --scaling (default: usable cores)")
+    ap.add_argument("--memory-n", type=int, default=0, help="renders for the memory check (0: skip)")
     ap.add_argument("--memory-size", type=int, default=32)
     args = ap.parse_args(argv)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    print(f"Blender {bpy.app.version_string}, Cycles CPU, {args.size}x{args.size} px, {args.samples} samples, "
-          f"{args.n} images per run")
+    load_before = load_average()
+    print(load_line(load_before))
+    if args.scaling:
+        args.rounds = args.rounds or 3
+        scaling(args, load_before)
+    else:
+        args.rounds = args.rounds or 5
+        args.size = args.size or 64
+        overhead(args, load_before)
+        if args.memory_n > 20:  # fewer cannot be measured past the warm-up
+            memory(args)
+    print(load_line(load_before))
+    return 0
 
-    # Warm up caches (kernels, HDRI files) so neither side pays first-use costs.
-    with tempfile.TemporaryDirectory() as tmp:
-        overhead(make_spec(3, args.size, args.samples, True, seed=99), 3, Path(tmp))
-    for masks in (False, True):
-        spec = make_spec(args.n, args.size, args.samples, masks)
-        with tempfile.TemporaryDirectory() as tmp:
-            per_bare, per_full = overhead(spec, args.n, Path(tmp))
-        print(f"masks={'on ' if masks else 'off'}: bare render {per_bare * 1000:7.1f} ms/img, "
-              f"pipeline {per_full * 1000:7.1f} ms/img, ratio {per_full / per_bare:.3f} "
-              f"(overhead {100 * (per_full / per_bare - 1):+.1f} %, target < 10 %)")
 
-    # Memory: one process, many different samples.
+def memory(args) -> None:
+    """One process, many different samples: RSS growth after a warm-up."""
+    import bpy
+
+    from blender_addon.blender import render as render_mod
+    from blender_addon.core import render_set
+
     n = args.memory_n
-    if n <= 20:
-        return 0  # --memory-n 0 (or too few to measure past the warm-up): overhead only
     spec = make_spec(n, args.memory_size, 1, True, seed=7)
     render_image = render_mod.make_image_renderer(spec)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,7 +287,6 @@ def main(argv=None) -> int:
     print(f"memory: RSS {before:.1f} MB after {warm} warm-up renders, {after:.1f} MB after {n}; "
           f"growth {after - before:+.1f} MB over {n - warm} renders (target < 50 MB), "
           f"{1000 * dt / (n - warm):.0f} ms/img at {args.memory_size} px")
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ reaches them all) and stop when the parent dies. Blender's own log (``Fra:1 Mem 
 only with ``--verbose``.
 Under the bpy wheel a worker is ``python -m blender_addon.commands.render ... --worker-slice W/N``;
 inside Blender it is ``blender -b --factory-startup --python-expr ...`` with the same arguments.
-Each worker gets ``--threads`` = usable cores // N (Cycles would otherwise start one thread per
-core in every worker and oversubscribe the CPU); a single process uses every core.
+Each worker gets ``--threads`` = usable cores // N but at least 2 (worker_threads: Cycles would
+otherwise start one thread per core in every worker, and at one thread it busy-waits); a single
+process uses every core.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "SLURM_ARRAY_TASK_ID/COUNT or JOB_COMPLETION_INDEX + CARPROBE_SHARD_COUNT")
     common.add_workers(parser, "Blender processes rendering in parallel",
                        "one process using every core", default=1)
-    parser.add_argument("--threads", type=int, help="Cycles threads per Blender process (default: every "
-                        "usable core; with --workers N, usable cores // N)")
+    parser.add_argument("--threads", metavar="N|auto", help="Cycles threads per Blender process; auto = Cycles' "
+                        "own choice, every core (default: auto for one process; with --workers N, see "
+                        "worker_threads)")
     common.add_progress(parser)
     parser.add_argument("--verbose", action="store_true", help="show Blender's own log (otherwise only in "
                         "DIR/.carprobe/logs/)")
@@ -78,9 +80,34 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def worker_threads(workers: int, threads: int | None = None) -> int:
-    """Cycles threads of each of `workers` processes: `threads` if given, else a fair share."""
-    return threads if threads else max(1, usable_cores() // workers)
+def parse_threads(value) -> int | str | None:
+    """--threads: None (not given), 'auto' or a whole number >= 1."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise CarprobeError(f"--threads {value}: must be 'auto' or a whole number of at least 1 (leave it out "
+                            "for the default)")
+    return int(text)
+
+
+MIN_WORKER_THREADS = 2
+
+
+def worker_threads(workers: int, threads: int | str | None = None) -> int | None:
+    """Cycles threads of each of `workers` processes: `threads` if given ('auto' gives None:
+    Cycles' own choice), else a fair share of the usable cores but at least MIN_WORKER_THREADS.
+
+    At one fixed thread Cycles (Blender 4.5) busy-waits: bench/render.py --scaling measured 2
+    workers x 1 thread on 2 cores slowest of every split, with the most CPU (and system) time per
+    image, and 2 threads each fastest; a share of 2+ threads avoids that mode at the price of at
+    most 2x oversubscription when there are more workers than half the cores.
+    """
+    if threads is not None:
+        return None if threads == "auto" else threads
+    return max(MIN_WORKER_THREADS, usable_cores() // workers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,9 +120,8 @@ def _run(args: argparse.Namespace, stop: StopRequest) -> int:
         args.workers = 1  # Cycles already uses every core in one process
     if args.workers < 1:
         raise CarprobeError(f"--workers {args.workers}: must be at least 1")
-    threads = getattr(args, "threads", None)
-    if threads is not None and threads < 1:
-        raise CarprobeError(f"--threads {threads}: must be at least 1 (leave it out to use every core)")
+    threads = parse_threads(getattr(args, "threads", None))
+    fixed = None if threads in (None, "auto") else threads  # one process: Cycles' own choice unless given
     spec = load_spec(args.spec)
     shard = parse_shard(args.shard) if args.shard is not None else shard_from_env()  # "" is an error
     indices = planned_indices(sample_count(spec), args.limit, shard)
@@ -108,11 +134,11 @@ def _run(args: argparse.Namespace, stop: StopRequest) -> int:
             stop.die_with_parent(int(parent))
         # stdout is already the worker's log file: no redirection
         return _render_here(spec, out, indices[worker - 1::count], stop, progress=False, shard=shard,
-                            quiet=True, threads=threads, verbose=True, owner=False)  # the parent owns out
+                            quiet=True, threads=fixed, verbose=True, owner=False)  # the parent owns out
     if args.workers == 1 or len(indices) <= 1:
         return _render_here(spec, out, indices, stop, progress=args.progress, shard=shard,
-                            threads=threads, verbose=getattr(args, "verbose", False))
-    return _render_with_workers(args, spec, out, indices, shard, min(args.workers, len(indices)), stop)
+                            threads=fixed, verbose=getattr(args, "verbose", False))
+    return _render_with_workers(args, spec, out, indices, shard, min(args.workers, len(indices)), stop, threads)
 
 
 def _render_here(spec, out: Path, indices: list[int], stop: StopRequest, progress: bool, shard,
@@ -194,7 +220,7 @@ def worker_command(args: argparse.Namespace, worker: int, count: int) -> list[st
         argv += ["--limit", str(args.limit)]
     if args.shard:
         argv += ["--shard", args.shard]
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None):  # None: the worker leaves Cycles on its own choice
         argv += ["--threads", str(args.threads)]
     blender = _blender_binary()
     if blender is None:  # the bpy wheel (or a plain Python that has it)
@@ -212,17 +238,18 @@ def _blender_binary() -> str | None:
     return path or None
 
 
-def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count: int, stop: StopRequest) -> int:
+def _render_with_workers(args, spec, out: Path, indices: list[int], shard, count: int, stop: StopRequest,
+                         threads: int | str | None = None) -> int:
     # own the folder (refuse a foreign or busy one) before starting anyone; the workers don't lock
     claim = render_set.FolderClaim(spec, out, shard=shard)
     try:
-        return _run_workers(args, spec, out, indices, shard, count, stop, claim)
+        return _run_workers(args, spec, out, indices, shard, count, stop, claim, threads)
     finally:
         claim.release()
 
 
 def _run_workers(args, spec, out: Path, indices: list[int], shard, count: int, stop: StopRequest,
-                 claim: render_set.FolderClaim) -> int:
+                 claim: render_set.FolderClaim, threads: int | str | None) -> int:
     log_dir = out / render_set.LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -232,7 +259,7 @@ def _run_workers(args, spec, out: Path, indices: list[int], shard, count: int, s
         env.pop(name, None)  # the parent already resolved the shard; workers get it as --shard
     shard_arg = f"{shard[0]}/{shard[1]}" if shard else None
     worker_args = argparse.Namespace(spec=args.spec, out=args.out, limit=args.limit, shard=shard_arg,
-                                     threads=worker_threads(count, getattr(args, "threads", None)))
+                                     threads=worker_threads(count, threads))
 
     workers = []
 

@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import pytest
+
 from core_fakes import SMALL_SPEC, FakeRenderer
 
 from blender_addon import cli
 from blender_addon.commands import render as render_command
 from blender_addon.core import render_set
+from blender_addon.core.errors import CarprobeError
 from blender_addon.core.shard import shard_indices
 from blender_addon.core.spec import dumps_toml, parse_spec
 
@@ -109,7 +112,31 @@ def test_workers_share_the_cores_and_each_fixes_its_thread_count(tmp_path, monke
     assert cli.main(["render", str(spec_path), "--out", str(tmp_path / "out"), "--workers", "2",
                      "--threads", "3", "--no-progress"]) == 0
     assert [cmd[cmd.index("--threads") + 1] for cmd in commands] == ["3", "3"]  # explicit wins
-    assert render_command.worker_threads(32) == 1  # never zero threads
+    assert render_command.worker_threads(32) == 2  # never one thread: Cycles busy-waits there
+    commands.clear()
+    assert cli.main(["render", str(spec_path), "--out", str(tmp_path / "out"), "--workers", "2",
+                     "--threads", "auto", "--no-progress"]) == 0
+    assert all("--threads" not in cmd for cmd in commands)  # auto: each worker leaves Cycles on AUTO
+
+
+@pytest.mark.parametrize("cores, workers, expected", [(2, 2, 2), (16, 4, 4), (16, 3, 5), (16, 16, 2),
+                                                      (1, 2, 2), (64, 1, 64)])
+def test_worker_threads_is_a_fair_share_but_never_one_thread(monkeypatch, cores, workers, expected):
+    monkeypatch.setattr(render_command, "usable_cores", lambda: cores)
+    assert render_command.worker_threads(workers) == expected
+    assert render_command.worker_threads(workers, 1) == 1  # an explicit --threads wins
+    assert render_command.worker_threads(workers, "auto") is None
+
+
+@pytest.mark.parametrize("text, expected", [(None, None), ("auto", "auto"), ("AUTO", "auto"), ("3", 3), (4, 4)])
+def test_threads_is_auto_or_a_positive_whole_number(text, expected):
+    assert render_command.parse_threads(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", ""])
+def test_bad_threads_is_a_clear_error(text):
+    with pytest.raises(CarprobeError, match="must be 'auto' or a whole number"):
+        render_command.parse_threads(text)
 
 
 def test_the_worker_and_a_single_process_pass_their_thread_count_to_the_renderer(tmp_path, monkeypatch):

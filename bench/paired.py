@@ -1,0 +1,84 @@
+"""Paired, interleaved A/B measurements on a shared machine: the helpers benches print with.
+
+A bench runs both sides once per round, alternating which goes first, and keeps one ratio per
+round (the two sides saw the same machine load). It prints the ratios' min / median / max, the
+CPU time of each side and the load average, and concludes only what every round agrees on:
+on a loaded machine, rounds that disagree mean "too loaded to conclude", not a pass or a fail.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def is_loaded(load_before: float, cores: int | None = None) -> bool:
+    """Other work on the machine before the bench started: a 1-minute load average above half
+    its cores (the bench's own load is not in it yet)."""
+    return load_before > 0.5 * (cores or usable_cores())
+
+
+def load_line(load_before: float, cores: int | None = None) -> str:
+    cores = cores or usable_cores()
+    state = "LOADED" if is_loaded(load_before, cores) else "quiet"
+    return (f"load average (1 min) before {load_before:.2f}, now {load_average():.2f} on {cores} cores: "
+            f"{state} machine")
+
+
+@dataclass
+class Timed:
+    """Wall and CPU seconds of one side, over its rounds. `children=True` counts the CPU of
+    finished child processes (a command run with subprocess), else this process's own."""
+
+    children: bool = False
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    system: list[float] = field(default_factory=list)
+
+    def _usage(self):
+        return resource.getrusage(resource.RUSAGE_CHILDREN if self.children else resource.RUSAGE_SELF)
+
+    def run(self, fn, *args, **kwargs):
+        before, t = self._usage(), time.perf_counter()
+        result = fn(*args, **kwargs)
+        wall = time.perf_counter() - t
+        after = self._usage()
+        self.wall.append(wall)
+        self.cpu.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        self.system.append(after.ru_stime - before.ru_stime)
+        return result
+
+
+def spread(ratios: list[float]) -> str:
+    return (f"min {min(ratios):.3f} / median {statistics.median(ratios):.3f} / max {max(ratios):.3f} "
+            f"over {len(ratios)} rounds")
+
+
+def verdict(ratios: list[float], goal: float, higher_is_better: bool, loaded: bool) -> str:
+    """What the per-round ratios say about `goal` (e.g. speed-up >= 1.8, or time ratio <= 1.05)."""
+    meets = [r >= goal if higher_is_better else r <= goal for r in ratios]
+    if all(meets):
+        return "MEETS the goal in every round"
+    if not any(meets):
+        return "MISSES the goal in every round"
+    if loaded:
+        return "TOO LOADED TO CONCLUDE (rounds disagree on a loaded machine)"
+    median_meets = statistics.median(ratios) >= goal if higher_is_better else statistics.median(ratios) <= goal
+    return f"{'meets' if median_meets else 'misses'} the goal at the median (rounds disagree)"
