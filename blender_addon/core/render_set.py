@@ -182,7 +182,7 @@ class Journal:
         self._handle = None
         self._queue: list[tuple[str, list[tuple[Path, Path]]]] = []
         self._clock = clock
-        self._last_commit = clock()
+        self._last_commit = -float("inf")  # the first image is committed at once: progress shows early
 
     def add(self, index: int, file_name: str, mask_file_name: str, files: Iterable[tuple[Path, Path]] = (),
             bbox=None) -> None:
@@ -202,7 +202,7 @@ class Journal:
         return len(self._queue)
 
     def due(self) -> bool:
-        """True once a commit is due: COMMIT_SECONDS after the previous one."""
+        """True once a commit is due: for the first image, then COMMIT_SECONDS after the previous one."""
         return bool(self._queue) and self._clock() - self._last_commit >= COMMIT_SECONDS
 
     def commit(self) -> None:

@@ -115,11 +115,11 @@ def test_resume_after_a_killed_run_renders_only_the_rest(spec_file, full_set, tm
     system_tmp.mkdir()
     proc = start("render", str(spec_file), "--out", str(out), "--no-progress",
                  env={**os.environ, "TMPDIR": str(system_tmp)})
-    wait_for_journal(out, 2, proc)
+    wait_for_journal(out, 1, proc)  # the first image is journaled at once, the next ones a second later
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: a crash
     proc.wait()
     done_before = len(render_set.completed_indices(out))
-    assert 2 <= done_before < COUNT
+    assert 1 <= done_before < COUNT
     assert not list(system_tmp.iterdir())  # mask passes and Blender's temp files stay in the set
 
     result = carprobe("render", str(spec_file), "--out", str(out))

@@ -54,15 +54,17 @@ def loop_events(log):
     return log[first:last + 1]
 
 
-def test_one_batch_takes_one_journal_fsync_and_one_per_folder(tmp_path, small_spec, events, monkeypatch):
+def test_a_batch_takes_one_journal_fsync_and_one_per_folder(tmp_path, small_spec, events, monkeypatch):
     monkeypatch.setattr(render_set, "COMMIT_SECONDS", 1e9, raising=False)  # everything in one batch
     render_set.render_samples(small_spec, tmp_path / "set", FakeRenderer(), progress=False)
     ours = loop_events(events)
     kinds = [kind for kind, _ in ours]
     assert kinds.count("fsync") == 2 * IMAGES  # every image's and mask's data, once
     assert kinds.count("replace") == 2 * IMAGES
-    assert sorted(name for kind, name in ours if kind == "fsync_dir") == ["images", "journal", "masks"]
-    assert kinds.count("fsync_journal") == 1  # once for 12 images (was once per image)
+    # two commits: the first image at once, then the other 11 together
+    assert sorted(name for kind, name in ours if kind == "fsync_dir") == ["images", "images", "journal",
+                                                                           "masks", "masks"]
+    assert kinds.count("fsync_journal") == 2  # twice for 12 images (was once per image)
     assert "fsync_fd" not in kinds
     assert len(render_set.read_render_set(tmp_path / "set").rows) == IMAGES
 
@@ -91,15 +93,16 @@ def test_a_crash_before_a_commit_leaves_no_line_without_its_files(tmp_path, smal
     monkeypatch.setattr(render_set, "COMMIT_SECONDS", 1e9, raising=False)
     root = tmp_path / "set"
     loop = render_set.RenderLoop(small_spec, root, FakeRenderer(), progress=False)
-    for _ in range(3):
+    for _ in range(4):
         loop.step()
         for entry in render_set.journal_entries(root).values():
-            assert (root / entry["file_name"]).is_file() and (root / entry["mask_file"]).is_file()
-    # killed here: nothing journaled yet, no final file, only temporary ones
-    assert render_set.journal_entries(root) == {} and not list((root / "images").glob("0*.png"))
+            assert (root / entry["file_name"]).is_file() and (root / entry["mask_file_name"]).is_file()
+    # killed here: only the first image journaled (committed at once); 1-3 wait as temporary files
+    assert list(render_set.journal_entries(root)) == [0]
+    assert [p.name for p in (root / "images").glob("0*.png")] == ["000000.png"]
     loop._journal.close()
     loop._claim.release()  # the OS frees a killed process's folder lock
     again = FakeRenderer()
     render_set.render_samples(small_spec, root, again, progress=False)  # the resume renders them again
-    assert again.calls == list(range(IMAGES))
+    assert again.calls == list(range(1, IMAGES))
     assert not [p for p in root.rglob("*") if ".tmp" in p.name]
