@@ -58,7 +58,7 @@ def as_embeddings(X: Any, name: str = "X", min_rows: int = 1) -> torch.Tensor:
 
 
 # Elements per chunk of the finiteness check: its temporaries stay a few MB, not input-sized.
-_FINITE_CHUNK_ELEMENTS = 1 << 22
+_FINITE_CHUNK_ELEMENTS = 1 << 20
 
 
 def count_nonfinite_rows(t: torch.Tensor) -> int:

@@ -24,7 +24,7 @@ def blobs(n, d, k, spread, offset=0.0, seed=0, singletons=0):
 CASES = [  # n, d, k, spread, offset, singletons, tile/chunk size
     (400, 8, 6, 1.0, 0.0, 3, 64),        # few large clusters: one-hot products
     (300, 4, 120, 1.0, 0.0, 2, 64),      # many small clusters, still one-hot per 64-column tile
-    (400, 4, 300, 1.0, 0.0, 2, 256),     # > 64 clusters per tile: running sums
+    (400, 4, 300, 1.0, 0.0, 2, 256),     # > 128 clusters per tile: running sums
     (600, 16, 30, 0.05, 40.0, 4, 128),   # tight clusters far from the origin
     (500, 3, 2, 3.0, 0.0, 0, None),      # two overlapping clusters, default chunks
 ]
