@@ -91,6 +91,21 @@ def test_chunked_finiteness_check_rejects_nan_and_inf_in_any_chunk(monkeypatch, 
         silhouette_samples(X, labels)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_busy_machine_runs_on_one_thread_and_restores_the_setting(monkeypatch, metric):
+    from analysis.metrics import silhouette
+
+    seen = []
+    monkeypatch.setattr(silhouette, "_machine_busy", lambda: True)
+    monkeypatch.setattr(silhouette, "_combine", lambda *a, _f=silhouette._combine: (seen.append(torch.get_num_threads()),
+                                                                                   _f(*a))[1])
+    torch.set_num_threads(2)
+    X, labels = blobs(300, 6, 5, 1.0, seed=4)
+    np.testing.assert_allclose(silhouette_samples(X, labels, metric, chunk_size=64), sk_samples(X, labels, metric=metric),
+                               atol=1e-6)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+
+
 def test_duplicate_and_zero_rows_match_sklearn():
     X, labels = blobs(120, 4, 3, 0.5, offset=30.0, seed=2)
     X[5] = X[6]
