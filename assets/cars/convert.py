@@ -12,7 +12,8 @@ script, in a fresh Blender scene:
 3. renames every material to `<part>:<original name>` (`Paint` for the paint), where part is
    what carprobe's mask reads from the name (glass, wheels, lights, lights:front, lights:rear,
    trim, body): MODELS' explicit `parts` first, then the word rules in `classify`;
-4. deletes brand-logo faces (materials named brand/marca), where a model has them;
+4. deletes brand-logo faces (materials named brand/marca), where a model has them, and paints
+   over the badges drawn in four texture atlases (LOGO_PATCHES);
 5. decimates meshes above MAX_TRIANGLES (collapse), clears custom normals, smooths by angle;
 6. works out the yaw that turns the front (front-light centroid) to -y, the carprobe
    convention, and records it in cars.toml (the mesh itself keeps the package's orientation);
@@ -94,6 +95,14 @@ MODELS: dict[str, dict] = {
 
 README_START = "<!-- car credits (convert.py) -->"
 README_END = "<!-- end car credits -->"
+# Brand badges painted into texture atlases: (x0, y0, x1, y1) pixel boxes, top-left origin,
+# filled with the median colour of a 2-pixel ring around each box.
+LOGO_PATCHES: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    "texture-van.png": ((87, 36, 128, 74), (176, 106, 199, 128)),
+    "suv-map.png": ((53, 106, 105, 125), (173, 133, 213, 148)),
+    "chevrolet-texture-map.png": ((10, 51, 63, 82),),
+    "renault-scenic.jpg": ((59, 19, 81, 45),),
+}
 LOGO_WORDS = ("brand", "marca")
 # Word rules for materials MODELS does not name (checked in this order: lights before glass).
 # lights:front / lights:rear only for lamps that are surely at one end (they set the yaw);
@@ -161,6 +170,7 @@ def convert(model_id: str, obj_path: Path, out: Path) -> dict:
         part = classify(model_id, orig)
         mat.name = "Paint" if part == "Paint" else f"{part.replace('_', ':')}:{orig}"
         renamed[orig] = mat.name
+    patched = _paint_over_logos(obj_path.parent / "logo-free")  # beside the extracted package
     bm = bmesh.new()
     bm.from_mesh(mesh)
     logos = [f for f in bm.faces if f.material_index in logo_slots]
@@ -198,7 +208,34 @@ def convert(model_id: str, obj_path: Path, out: Path) -> dict:
                               export_yup=True, export_cameras=False, export_lights=False,
                               export_normals=True, export_texcoords=True, export_materials="EXPORT")
     return dict(triangles_before=tris_before, triangles=tris_after, yaw=yaw, bytes=glb.stat().st_size,
-                materials=renamed, logos_removed=len(logos))
+                materials=renamed, logos_removed=len(logos), logos_painted=patched)
+
+
+def _paint_over_logos(work: Path) -> int:
+    """Fill LOGO_PATCHES boxes in the scene's images; save them as new files the export reads."""
+    import bpy
+    import numpy as np
+
+    count = 0
+    for img in bpy.data.images:
+        boxes = LOGO_PATCHES.get(Path(img.filepath).name)
+        if not boxes:
+            continue
+        w, h = img.size
+        px = np.array(img.pixels[:], dtype=np.float32).reshape(h, w, img.channels)[::-1]  # top row first
+        for x0, y0, x1, y1 in boxes:
+            ring = np.concatenate([px[y0 - 2:y0, x0:x1].reshape(-1, img.channels),
+                                   px[y1:y1 + 2, x0:x1].reshape(-1, img.channels),
+                                   px[y0:y1, x0 - 2:x0].reshape(-1, img.channels),
+                                   px[y0:y1, x1:x1 + 2].reshape(-1, img.channels)])
+            px[y0:y1, x0:x1] = np.median(ring, axis=0)
+            count += 1
+        work.mkdir(exist_ok=True)
+        img.pixels[:] = px[::-1].ravel()
+        img.filepath_raw = str(work / Path(img.filepath).name)
+        img.file_format = "PNG" if img.filepath_raw.endswith(".png") else "JPEG"
+        img.save()
+    return count
 
 
 def front_yaw(car) -> float:
@@ -250,13 +287,15 @@ def write_attribution(results: dict[str, dict]) -> None:
     lines += ["", "## Changes made (by `convert.py`, to every file)", "",
               "Converted from OBJ/MTL to glTF binary; scaled to the real length; centred on the ground; "
               "materials renamed to `<part>:<original>` (the paint to `Paint`); brand-logo faces removed where "
-              "the model has a logo material; meshes above "
+              "the model has a logo material and badges in texture atlases painted over; meshes above "
               f"{MAX_TRIANGLES} triangles decimated; normals recomputed (smooth by angle). Per file:", ""]
     for model_id, res in results.items():
         src = MODELS[model_id]
         dec = (f"decimated {res['triangles_before']} → {res['triangles']} triangles"
                if res["triangles"] < res["triangles_before"] else f"{res['triangles']} triangles (not decimated)")
         logo = f", {res['logos_removed']} logo faces removed" if res["logos_removed"] else ""
+        if res["logos_painted"]:
+            logo += f", {res['logos_painted']} badge(s) painted over in the texture"
         lines.append(f"- `{model_id}.glb` from `{src['sh3f']}:{src['obj']}`: {dec}{logo}.")
     (HERE / "ATTRIBUTION.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     # assets/README.md carries the same credit lines between two markers.
