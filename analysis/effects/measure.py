@@ -48,38 +48,48 @@ def prepare(embeddings: np.ndarray, normalize: bool) -> np.ndarray:
     return x
 
 
-def _distances(a: np.ndarray, b: np.ndarray, kind: str, rowwise: bool) -> np.ndarray:
-    """Distances between rows of a and b: a matrix, or row i with row i when `rowwise`.
+class Geometry:
+    """Embeddings set up once for a distance: rows centred (snr) or unit-length (cosine), and
+    their squared norms, so every distance is aa + bb − 2ab from the same numbers."""
 
-    One expansion for both shapes, so a pair's distance and the distances it is ranked against
-    are computed alike (ties stay ties).
-    """
-    if kind not in DISTANCES:
-        raise CarprobeError(f"model distance {kind!r} is not supported; allowed: {', '.join(DISTANCES)}")
-    if kind == "snr":
-        a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
-    elif kind == "cosine":
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    aa, bb = (a * a).sum(axis=1), (b * b).sum(axis=1)
-    if rowwise:
-        ab = (a * b).sum(axis=1)
-    else:
-        ab, aa, bb = a @ b.T, aa[:, None], bb[None, :]
-    if kind == "cosine":
-        return np.maximum(1.0 - ab, 0.0)
-    squared = np.maximum(aa + bb - 2.0 * ab, 0.0)
-    if kind == "euclidean":
-        return np.sqrt(squared)
-    if kind == "dot":
-        return 0.5 * squared
-    dims = a.shape[1]
-    var_a, var_b = np.maximum(aa / dims, 1e-24), np.maximum(bb / dims, 1e-24)
-    return 0.5 * (squared / dims) * (1.0 / var_a + 1.0 / var_b)
+    def __init__(self, x: np.ndarray, kind: str):
+        if kind not in DISTANCES:
+            raise CarprobeError(f"model distance {kind!r} is not supported; allowed: {', '.join(DISTANCES)}")
+        if kind == "snr":
+            x = x - x.mean(axis=1, keepdims=True)
+        elif kind == "cosine":
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        self.x, self.kind, self.sq = x, kind, np.einsum("ij,ij->i", x, x)
+
+    def _finish(self, aa, bb, ab) -> np.ndarray:
+        if self.kind == "cosine":
+            return np.maximum(1.0 - ab, 0.0)
+        squared = np.maximum(aa + bb - 2.0 * ab, 0.0)
+        if self.kind == "euclidean":
+            return np.sqrt(squared)
+        if self.kind == "dot":
+            return 0.5 * squared
+        dims = self.x.shape[1]
+        var_a, var_b = np.maximum(aa / dims, 1e-24), np.maximum(bb / dims, 1e-24)
+        return 0.5 * (squared / dims) * (1.0 / var_a + 1.0 / var_b)
+
+    def matrix(self, rows: np.ndarray) -> np.ndarray:
+        """Distances from `rows` to every image: (len(rows), n)."""
+        return self._finish(self.sq[rows][:, None], self.sq[None, :], self.x[rows] @ self.x.T)
+
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Distance of each pair (first[i], second[i]), gathered in blocks (no P × D copies)."""
+        out = np.empty(len(first))
+        step = max(1, _CHUNK // max(self.x.shape[1], 1))
+        for start in range(0, len(first), step):
+            a, b = first[start:start + step], second[start:start + step]
+            ab = np.einsum("ij,ij->i", self.x[a], self.x[b])
+            out[start:start + step] = self._finish(self.sq[a], self.sq[b], ab)
+        return out
 
 
-def pair_distances(x: np.ndarray, pairs: Pairs, kind: str) -> np.ndarray:
-    return _distances(x[pairs.first], x[pairs.second], kind, rowwise=True)
+def pair_distances(geometry: Geometry, pairs: Pairs) -> np.ndarray:
+    return geometry.pairs(pairs.first, pairs.second)
 
 
 # --- statistics -------------------------------------------------------------------------
@@ -152,23 +162,36 @@ def wilson(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, flo
 
 # --- identity kept ----------------------------------------------------------------------
 
-def identity_kept(x: np.ndarray, pairs: Pairs, cars: np.ndarray, kind: str) -> np.ndarray:
-    """Per pair and direction (x → x′, then x′ → x): is the partner strictly nearer the query
-    than every image of another car? Returns a bool array of length 2 · len(pairs)."""
-    queries = np.concatenate([pairs.first, pairs.second])
-    targets = np.concatenate([pairs.second, pairs.first])
+def identity_kept(geometry: Geometry, pairs: dict[str, Pairs], cars: np.ndarray) -> dict[str, np.ndarray]:
+    """Per factor, per pair and direction (x → x′, then x′ → x): is the partner strictly nearer
+    the query than every image of another car? A bool array of length 2 · len(pairs) per factor.
+
+    One pass over the query images for every factor at once: each query's distances to the whole
+    set are computed once, and its partners' distances are read from that same row (ties stay ties).
+    """
+    names = list(pairs)
+    queries = np.concatenate([np.r_[pairs[f].first, pairs[f].second] for f in names] or [np.zeros(0, int)])
+    targets = np.concatenate([np.r_[pairs[f].second, pairs[f].first] for f in names] or [np.zeros(0, int)])
     kept = np.zeros(len(queries), dtype=bool)
+    order = np.argsort(queries, kind="stable")
+    sorted_queries = queries[order]
     unique = np.unique(queries)
-    step = max(1, _CHUNK // max(len(x), 1))
+    step = max(1, _CHUNK // max(len(cars), 1))
     for start in range(0, len(unique), step):
         block = unique[start:start + step]
-        matrix = _distances(x[block], x, kind, rowwise=False)
+        matrix = geometry.matrix(block)
         other_car = cars[None, :] != cars[block][:, None]
         nearest_other = np.where(other_car, matrix, np.inf).min(axis=1)
-        mine = np.flatnonzero((queries >= block[0]) & (queries <= block[-1]))
+        lo = np.searchsorted(sorted_queries, block[0], side="left")
+        hi = np.searchsorted(sorted_queries, block[-1], side="right")
+        mine = order[lo:hi]
         position = np.searchsorted(block, queries[mine])
         kept[mine] = matrix[position, targets[mine]] < nearest_other[position]
-    return kept
+    result, offset = {}, 0
+    for f in names:
+        result[f] = kept[offset:offset + 2 * len(pairs[f])]
+        offset += 2 * len(pairs[f])
+    return result
 
 
 # --- per model --------------------------------------------------------------------------
@@ -187,7 +210,7 @@ def model_effects(model: str, embeddings: np.ndarray, metadata: pd.DataFrame, pl
     """(effects rows, response-curve rows) of one model; see EFFECT_COLUMNS / RESPONSE_COLUMNS."""
     if len(embeddings) != len(metadata):
         raise CarprobeError(f"model {model}: {len(embeddings)} embeddings for {len(metadata)} metadata rows")
-    x = prepare(embeddings, normalize)
+    geometry = Geometry(prepare(embeddings, normalize), distance)
     cars = plan.cars
     # Same seed: every model sees the same resamples. Too few cars: no bootstrap, NaN intervals.
     boot = CarBootstrap(len(plan.car_names), n_boot if plan.cars_in(plan.identity) >= MIN_CARS else 0, seed)
@@ -199,7 +222,7 @@ def model_effects(model: str, embeddings: np.ndarray, metadata: pd.DataFrame, pl
                      "value": float(value), "ci_low": float(low), "ci_high": float(high), "n": int(n)})
 
     identity = plan.identity
-    id_dist = pair_distances(x, identity, distance)
+    id_dist = pair_distances(geometry, identity)
     id_a, id_b = cars[identity.first], cars[identity.second]
     yardstick = float(np.median(id_dist)) if len(id_dist) else math.nan
     id_reps = boot.medians(id_dist, id_a, id_b)
@@ -215,17 +238,19 @@ def model_effects(model: str, embeddings: np.ndarray, metadata: pd.DataFrame, pl
         point = median / yardstick if yardstick > 0 else math.nan
         return point, interval(ratio_reps), median, interval(reps)
 
+    kept_by_factor = identity_kept(geometry, {f: p for f, p in plan.factors.items()
+                                              if f not in IDENTITY_COLUMNS and len(p)}, cars)
     for factor, pairs in plan.factors.items():
         if not len(pairs):
             continue
-        dist = pair_distances(x, pairs, distance)
+        dist = pair_distances(geometry, pairs)
         cars_a, cars_b = cars[pairs.first], cars[pairs.second]
         value, (low, high), median, (m_low, m_high) = ratio(dist, cars_a, cars_b)
         add(factor, "effect_ratio", value, low, high, n=len(pairs))
         add(factor, "median_distance", median, m_low, m_high, n=len(pairs))
         add(factor, "cars", plan.cars_in(pairs), n=len(pairs))
-        if factor not in IDENTITY_COLUMNS:  # an identity factor swaps the car: nothing to keep
-            kept = identity_kept(x, pairs, cars, distance)
+        if factor in kept_by_factor:  # not for identity factors: they swap the car, nothing to keep
+            kept = kept_by_factor[factor]
             add(factor, "identity_kept", kept.mean(), *wilson(int(kept.sum()), len(kept)), n=len(pairs))
         values = metadata[factor].reset_index(drop=True)
         kind = factor_kind(factor, values)

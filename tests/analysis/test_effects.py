@@ -58,6 +58,9 @@ def test_synthetic_embeddings_recover_the_true_ratios_exactly(weight):
     assert (colour["ci_low"], colour["ci_high"]) == pytest.approx((weight, weight), abs=1e-12)
     assert view["value"] == 0.0 and view["ci_high"] == 0.0
     assert rows_of(effects, "car_id", "identity_distance")["value"] == pytest.approx(math.sqrt(2))
+    # a repaint (w·√2) loses the car to the same-colour other car (√2) when w > 1; a turn (0) never does
+    assert rows_of(effects, "paint.color", "identity_kept")["value"] == (0.0 if weight > 1 else 1.0)
+    assert rows_of(effects, "camera.azimuth", "identity_kept")["value"] == 1.0
     # n = matched pairs: per car, C(3,2) colour pairs per azimuth and C(4,2) azimuth pairs per colour
     assert colour["n"] == 4 * 4 * 3 and view["n"] == 4 * 3 * 6
     assert rows_of(effects, "car_id", "identity_distance")["n"] == 12 * 6  # C(4,2) car pairs per scene
@@ -343,3 +346,23 @@ def test_the_section_reads_an_effects_subfolder_of_a_results_folder(tmp_path):
     assert "3.000 [3.000, 3.000]" in section  # colour: three times a change of car
     assert "invariant to <b>camera azimuth" in section and "like a change of car: <b>paint color" in section
     assert section.count('<img src="data:image/png;base64,') == 4  # bars, kept, levels, response
+
+
+def test_distances_agree_with_the_saliency_targets_definitions():
+    import torch
+
+    from analysis.effects.measure import Geometry
+    from analysis.saliency.targets import distance as reference
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 6))
+    first, second = np.arange(6), np.arange(6, 12)
+    a, b = torch.from_numpy(x[first]), torch.from_numpy(x[second])
+    for kind in ("cosine", "euclidean", "snr"):
+        expected = reference(a, b, kind)
+        if kind == "snr":  # symmetric: the mean of both directions
+            expected = 0.5 * (expected + reference(b, a, kind))
+        got = Geometry(x, kind).pairs(first, second)
+        assert np.allclose(got, expected.numpy(), atol=1e-9), kind
+        assert np.allclose(Geometry(x, kind).matrix(first)[np.arange(6), second], got, atol=1e-9), kind
+    assert np.allclose(Geometry(x, "dot").pairs(first, second), 0.5 * ((x[first] - x[second]) ** 2).sum(axis=1))
