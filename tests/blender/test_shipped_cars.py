@@ -140,3 +140,44 @@ def test_model_yaw_turns_a_user_model(tmp_path):
         assert abs(ys[2]) < 0.3  # a quarter turn: the front lamps are at the side, not the ends
     finally:
         bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_a_user_model_gets_parts_opaque_glass_and_repaintable_texture(tmp_path):
+    """An OBJ named like the package's own files: tyres as rubber/neumaticos, GLASS_headlights,
+    see-through glass (d 0.25) and a texture on the paint's base colour."""
+    from blender_addon.blender.render import write_png_gray8
+
+    write_png_gray8(tmp_path / "paint.png", 2, 2, [b"\x80\x40", b"\x40\x80"])
+    mtl = tmp_path / "kobs.mtl"
+    mtl.write_text("newmtl carPaint\nKd 0.8 0.8 0.8\nmap_Kd paint.png\n"
+                   "newmtl GLASS_headlights\nKd 0.9 0.9 0.9\nd 0.3\n"
+                   "newmtl glass\nKd 0.8 0.8 0.8\nd 0.25\n"
+                   "newmtl black_rubber\nKd 0.02 0.02 0.02\n"
+                   "newmtl neumaticos\nKd 0.02 0.02 0.02\n")
+    names = ["carPaint", "GLASS_headlights", "glass", "black_rubber", "neumaticos"]
+    lines = [f"mtllib {mtl.name}", "vt 0 0", "vt 1 0", "vt 1 1"]
+    for k, name in enumerate(names):  # one triangle per material, 1 m apart along OBJ z (-y)
+        z = float(k)
+        lines += [f"v 0 0 {z}", f"v 1 0 {z}", f"v 0 1 {z + 0.5}", f"usemtl {name}",
+                  f"f {3 * k + 1}/1 {3 * k + 2}/2 {3 * k + 3}/3"]
+    (tmp_path / "kobs.obj").write_text("\n".join(lines) + "\n")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    try:
+        spec = parse_spec({"schema": 1, "name": "u", "car": {"body": "model", "model_file": "kobs.obj",
+                                                              "paint_material": "carPaint"},
+                           "paint": {"color": "blue"}}, tmp_path)
+        row = sample_row(spec, 0)
+        scene_mod.apply_row(row, spec)
+        mats = {m.name: m for m in scene_mod._model_materials(bpy.data.objects[scene_mod.MODEL_ROOT])}
+        parts = {n: MASK_PARTS[mats[n].pass_index] for n in names}
+        assert parts == {"carPaint": "body", "GLASS_headlights": "lights", "glass": "glass",
+                         "black_rubber": "wheels", "neumaticos": "wheels"}
+        paint = scene_mod._principled(mats["carPaint"])
+        assert not paint.inputs["Base Color"].is_linked  # the texture no longer hides the paint
+        assert tuple(paint.inputs["Base Color"].default_value)[:3] == pytest.approx(
+            (row["paint.color_r"], row["paint.color_g"], row["paint.color_b"]))
+        glass = scene_mod._principled(mats["glass"])
+        assert glass.inputs["Alpha"].default_value == 1.0 and not glass.inputs["Alpha"].is_linked
+        assert max(glass.inputs["Base Color"].default_value[:3]) < 0.05  # dark, like carprobe's glass
+    finally:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
