@@ -111,8 +111,11 @@ def embed_render_set(set_path: str | Path | RenderSetData, model, batch_size: in
                      progress: bool = True, cache: bool = True, normalize: bool = False) -> np.ndarray:
     """Embeddings of every image of a render set, rows aligned with its metadata (raw unless
     `normalize`). With `cache`, reused from / written to the set's cache folder (atomically;
-    written straight to disk, so large sets never sit in memory twice)."""
+    written straight to disk, so large sets never sit in memory twice). `model` may be a
+    models.CheckpointRef: its network is built only on a cache miss."""
     import torch
+
+    from .models import CheckpointRef
 
     data = set_path if isinstance(set_path, RenderSetData) else RenderSetData(set_path)
     amp = bool(amp) and _cuda_device(device, torch)
@@ -127,6 +130,8 @@ def embed_render_set(set_path: str | Path | RenderSetData, model, batch_size: in
             return _l2(cached) if normalize else cached
     kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
                   progress=progress, desc=f"embed {data.root.name} · {model.name}")
+    if isinstance(model, CheckpointRef):
+        model = model.load()
     if not cache:
         return embed_paths(data.image_paths, model, normalize=normalize, **kwargs)
     try:

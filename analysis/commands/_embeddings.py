@@ -21,12 +21,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_progress(parser)
 
 
-def load_models(refs, args: argparse.Namespace, device=None, preprocess=None) -> list:
+def load_models(refs, args: argparse.Namespace, device=None, preprocess=None, lazy: bool = False) -> list:
     """Every ref of --models as an EmbeddingModel, with --random-init and --weights (common.add_models)
-    applied to the model specs; CarprobeError when --weights names no file or no ref takes it."""
+    applied to the model specs; CarprobeError when --weights names no file or no ref takes it.
+    `lazy`: carprobe checkpoints come as models.CheckpointRef, built only if their embeddings are
+    not cached (callers that only embed)."""
     from blender_addon.core.errors import CarprobeError
 
-    from ..models import is_model_spec, load_model, parse_model_spec
+    from ..models import is_model_spec, load_model, model_ref, parse_model_spec
 
     weights = getattr(args, "weights", None)
     random_init = bool(getattr(args, "random_init", False))
@@ -43,8 +45,9 @@ def load_models(refs, args: argparse.Namespace, device=None, preprocess=None) ->
         if not any(takes_weights(ref) for ref in refs):
             raise CarprobeError(f"--weights {weights}: applies to torchvision:<arch> and imagenet:<arch> models "
                                 f"(not with --random-init), and none of {', '.join(map(str, refs))} is one")
-    return [load_model(ref, random_init=random_init, device=device, preprocess=preprocess,
-                       weights=weights if weights is not None and takes_weights(ref) else None) for ref in refs]
+    load = model_ref if lazy else load_model
+    return [load(ref, random_init=random_init, device=device, preprocess=preprocess,
+                 weights=weights if weights is not None and takes_weights(ref) else None) for ref in refs]
 
 
 def add_bins_argument(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +59,8 @@ def add_bins_argument(parser: argparse.ArgumentParser) -> None:
 
 def embed_models(args: argparse.Namespace, loaded: dict | None = None):
     """(RenderSetData, {model name: embeddings}, torch device), in --models order; duplicate
-    names get a '#2', '#3' suffix. `loaded`, when given, receives name → the model itself."""
+    names get a '#2', '#3' suffix. `loaded`, when given, receives name → the model itself (or its
+    CheckpointRef: name, distance, normalize, fingerprint… without the network)."""
     from blender_addon.core.errors import CarprobeError
 
     from ..data import RenderSetData
@@ -68,7 +72,7 @@ def embed_models(args: argparse.Namespace, loaded: dict | None = None):
     device = resolve_device(args.device)
     data = RenderSetData(args.set)
     embeddings = {}
-    for model in load_models(args.models, args):
+    for model in load_models(args.models, args, lazy=True):
         name, i = model.name, 2
         while name in embeddings:
             name, i = f"{model.name}#{i}", i + 1

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     amp = args.amp and device.type == "cuda"
     if args.amp and not amp:
         print("--amp ignored: mixed precision is used on CUDA only")
-    for model in load_models(args.models, args, preprocess=args.preprocess):
+    for model in load_models(args.models, args, preprocess=args.preprocess, lazy=True):
         print(describe_model(model))
         cached = embedding_cache_path(data, model, amp)
         hit = not args.no_cache and cached.is_file()

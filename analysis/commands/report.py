@@ -130,7 +130,7 @@ def compute_results(args: argparse.Namespace) -> Path:
     if pd.Series(labels).nunique() < 2:
         raise CarprobeError(f"--label {args.label!r}: every image has the same value ({labels[0]!r}); retrieval "
                             "and density need at least two classes (choose another --label)")
-    for name, ref, model in zip(names, args.models, load_models(args.models, args)):
+    for name, ref, model in zip(names, args.models, load_models(args.models, args, lazy=True)):
         embeddings = embed_render_set(data, model, batch_size=args.batch_size, num_workers=args.workers, device=device,
                                       progress=args.progress)
         model_entries.append({

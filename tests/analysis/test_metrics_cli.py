@@ -48,6 +48,22 @@ def test_silhouettes_command_writes_tidy_tables(render_set_and_model, tmp_path, 
     assert "silhouette (cosine)" in printed and "paint.color" in printed and "NR-Prec" in printed
 
 
+def test_warm_silhouettes_never_build_a_cached_checkpoint_model(render_set_and_model, tmp_path, monkeypatch):
+    import analysis.models
+
+    render_set, model = render_set_and_model
+    argv = ["silhouettes", str(render_set), "--models", str(model), "--measure", "silhouette", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "cold")]) == 0  # fills the embedding cache
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a cached model was built")
+
+    monkeypatch.setattr(analysis.models, "build_model", forbidden)
+    assert main(argv + ["--out", str(tmp_path / "warm")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cold" / "silhouettes.csv"),
+                                  pd.read_csv(tmp_path / "warm" / "silhouettes.csv"))
+
+
 def test_metrics_command_and_bad_label(render_set_and_model, tmp_path, capsys):
     render_set, model = render_set_and_model
     out = tmp_path / "results"

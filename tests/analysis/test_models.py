@@ -277,6 +277,27 @@ def test_checkpoint_field_errors_name_the_file(tmp_path, tiny, field, value, mes
         load_model(path)
 
 
+def test_checkpoint_ref_reads_the_fingerprint_without_building(tmp_path, tiny, monkeypatch):
+    from analysis.models import CheckpointRef, model_ref
+
+    path = save_checkpoint(tiny, tmp_path / "tiny.pt")
+    headless = build_model("resnet18", dim=0, random_init=True, preprocess=SMALL).eval()
+    no_head = save_checkpoint(headless, tmp_path / "no_head.pt")
+    loaded = {p: load_model(p) for p in (path, no_head)}
+    overridden = load_model(path, preprocess="imagenet")
+    monkeypatch.setattr(models, "build_model", lambda *a, **k: pytest.fail("the network was built"))
+    ref = model_ref(path)
+    assert isinstance(ref, CheckpointRef)
+    assert ref.fingerprint == loaded[path].fingerprint == tiny.fingerprint
+    assert (ref.name, ref.embedding_dim, ref.distance, ref.preprocess) == (tiny.name, 16, tiny.distance,
+                                                                            tiny.preprocess)
+    assert model_ref(no_head).fingerprint == loaded[no_head].fingerprint
+    assert model_ref(no_head).embedding_dim == 512  # the trunk's width, stored for dim 0
+    assert model_ref(path, preprocess="imagenet").fingerprint == overridden.fingerprint != ref.fingerprint
+    monkeypatch.undo()
+    assert ref.load().fingerprint == ref.fingerprint
+
+
 def test_missing_and_unknown_model_errors(tmp_path, tiny):
     with pytest.raises(CarprobeError, match="not found.*accepted models"):
         load_model(tmp_path / "nope.pt")
