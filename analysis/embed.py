@@ -54,7 +54,7 @@ def embed_paths(paths: Sequence[str | Path], model, batch_size: int = 64, num_wo
     """
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    from blender_addon.core.progress import Progress
 
     from .models import resolve_device
 
@@ -75,7 +75,7 @@ def embed_paths(paths: Sequence[str | Path], model, batch_size: int = 64, num_wo
     loader = make_loader(paths, model.preprocess.transform(), batch_size, num_workers, dev.type == "cuda")
     was_training = model.training
     model.to(dev).eval()
-    bar = tqdm(total=count, desc=desc, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = Progress(count, label=desc, enabled=progress)
     start = 0
     try:
         with torch.inference_mode():

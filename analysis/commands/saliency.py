@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
     import torch
-    from tqdm import tqdm
+    from blender_addon.core.progress import Progress
 
     from blender_addon.core.errors import CarprobeError
     from blender_addon.core.render_set import atomic_write_bytes, atomic_write_text
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     maps: dict[str, np.ndarray] = {}
     peaks: dict[str, np.ndarray] = {}  # each map's strongest pixel before normalisation (pointing game)
     total = len(models) * len(indices)
-    bar = tqdm(total=total, desc=f"saliency {args.method}", unit="map", disable=not args.progress)
+    bar = Progress(total, label=f"saliency {args.method}", enabled=args.progress)
     for name, model in zip(names, models):
         images = images_for(model, "", image_paths)
         make_target = make_target_factory(model, images)
@@ -306,7 +306,8 @@ def run(args: argparse.Namespace) -> int:
         chosen = list(zip(names, models)) if args.sanity_all_models else [(names[0], models[0])]
         modes = ("cascading", "independent") if args.sanity_mode == "both" else (args.sanity_mode,)
         tables: dict[str, list] = {mode: [] for mode in modes}
-        for name, model in tqdm(chosen, desc="sanity check", unit="model", disable=not args.progress):
+        sanity_bar = Progress(len(chosen), label="sanity check", enabled=args.progress)
+        for name, model in chosen:
             images = images_for(model, "", image_paths)
             factory = make_target_factory(model, images)
             full = factory(model)
@@ -322,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
                               **{k: v for k, v in opts.items() if k != "seed"})
                 table.insert(0, "model", name)
                 tables[mode].append(table)
+            sanity_bar.update()
+        sanity_bar.close()
         for mode, frames in tables.items():
             suffix = "" if mode == "cascading" else "_independent"
             sanity_table = pd.concat(frames, ignore_index=True)

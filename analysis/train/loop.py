@@ -289,7 +289,7 @@ class Trainer:
                           prefetch_factor=4 if workers else None)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        from tqdm.auto import tqdm
+        from blender_addon.core.progress import Progress
 
         factor = lr_factor(self.config, epoch)
         for group in self.optimizer.param_groups:
@@ -298,8 +298,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)  # summed on the device: no host sync per step
         steps, seen, value = 0, 0, float("nan")
         start = time.perf_counter()
-        bar = tqdm(total=len(self.sampler), desc=f"epoch {epoch}/{self.config.epochs}", unit="batch",
-                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True, leave=False)
+        bar = Progress(len(self.sampler), label=f"epoch {epoch}/{self.config.epochs}", enabled=self.progress)
         try:
             for images, labels in self._loader(epoch):
                 images = images.to(self.device, non_blocking=True)
@@ -315,13 +314,13 @@ class Trainer:
                 total += loss.detach()
                 steps += 1
                 seen += len(labels)
-                bar.update(1)
                 if steps % SYNC_EVERY == 0 or steps == len(self.sampler) or self.on_step is not None:
                     value = float(loss.detach())  # a host sync: only every SYNC_EVERY steps
                     if not math.isfinite(value) and not self.use_amp:
                         raise CarprobeError(f"the {self.config.loss} loss became {value} at epoch {epoch}, step "
                                             f"{steps}; lower --lr (now {self.config.lr:g})")
                     bar.set_postfix(loss=f"{value:.4f}")
+                bar.update(1)  # after the loss: the last line shows the epoch's final loss
                 if self.on_step is not None:
                     self.on_step(StepInfo(epoch, steps, value))
         except ImageReadError as exc:

@@ -2,6 +2,8 @@
 
 On a terminal: one bar redrawn in place with count, percentage, elapsed time and ETA.
 Otherwise (logs, CI, SLURM): a plain line every ``log_every`` seconds and at the end.
+Every long-running carprobe command reports through this class (render, merge, embed, train,
+saliency), so a log file never fills with carriage-return fragments.
 """
 
 from __future__ import annotations
@@ -36,9 +38,14 @@ class Progress:
         self.start = clock()
         self._last_print = -float("inf")
         self._closed = False
+        self.postfix = ""
 
     def update(self, n: int = 1) -> None:
         self.set(self.done + n)
+
+    def set_postfix(self, **values) -> None:
+        """Values shown after the counts (e.g. loss=0.1234), from the next line on (as tqdm's)."""
+        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
 
     def set(self, done: int) -> None:
         """Set the finished count (used by a parent that polls its workers)."""
@@ -64,7 +71,7 @@ class Progress:
         else:
             eta = "ETA --:--" if self.done < self.total else "done"
         text = (f"{self.label}: {self.done}/{self.total} ({fraction:4.0%}) "
-                f"elapsed {format_duration(elapsed)} {eta}")
+                f"elapsed {format_duration(elapsed)} {eta}" + (f" {self.postfix}" if self.postfix else ""))
         if self.tty:
             filled = int(round(self.bar_width * fraction))
             text = f"{self.label} [{'#' * filled}{'.' * (self.bar_width - filled)}] " + text.split(": ", 1)[1]

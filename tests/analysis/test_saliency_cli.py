@@ -41,8 +41,10 @@ def test_cli_writes_maps_tables_and_figures_and_reuses_maps(tiny, capsys):
     out = root / "out"
     argv = ["saliency", str(root / "set"), "--models", model0, model0, model1, "--names", "A", "A2", "B",
             "--method", "saliency", "--target", "reference", "--images", "4", "--sanity-images", "2",
-            "--sanity-steps", "3", "--device", "cpu", "--out", str(out), "--quiet"]
+            "--sanity-steps", "3", "--device", "cpu", "--out", str(out)]
     assert carprobe(*argv) == 0
+    err = capsys.readouterr().err  # progress on a log file: plain lines, no carriage returns
+    assert "\r" not in err and "saliency saliency: 12/12 (100%)" in err and "sanity check: 1/1 (100%)" in err
     manifest = json.loads((out / "saliency.json").read_text())
     assert manifest["images"] == [0, 2, 3, 5] and [m["name"] for m in manifest["models"]] == ["A", "A2", "B"]
     for name in ("saliency_grid.png", "saliency_matrix.png", "saliency_masks.png", "saliency_sanity.png"):
@@ -67,7 +69,7 @@ def test_cli_writes_maps_tables_and_figures_and_reuses_maps(tiny, capsys):
     assert len(maps) == 3  # one file per model name
     stamps = [p.stat().st_mtime_ns for p in maps]
     capsys.readouterr()
-    assert carprobe(*argv[:-1], "--sanity-images", "0", "--quiet") == 0
+    assert carprobe(*argv, "--sanity-images", "0", "--quiet") == 0
     assert [p.stat().st_mtime_ns for p in maps] == stamps  # reused, not recomputed
 
     from analysis.report.context import ReportContext

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -129,9 +130,12 @@ def test_render_set_training_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--data", str(render_set), "--label", "shape", "--loss", "triplet", "--rho-reg", "0.3",
             "--arch", "resnet18", "--dim", "16", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-            "--samples-per-class", "2", "--lr", "1e-3", "--workers", "0", "--device", "cpu", "--quiet", "--out", str(out)]
+            "--samples-per-class", "2", "--lr", "1e-3", "--workers", "0", "--device", "cpu", "--out", str(out)]
     assert main(argv) == 0
-    assert "best Recall@1" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "best Recall@1" in captured.out
+    # progress on a log file (not a terminal): plain lines, no carriage-return fragments
+    assert "\r" not in captured.err and re.search(r"^epoch 1/1: 2/2 \(100%\) .* loss=\d", captured.err, re.M)
     config = json.loads((out / "config.json").read_text())
     assert (config["label"], config["rho_reg"], config["data"]) == ("shape", 0.3, str(render_set.resolve()))
     assert len(pd.read_csv(out / "metrics.csv")) == 2
