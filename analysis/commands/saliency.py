@@ -19,6 +19,7 @@ from blender_addon.commands import common
 
 METHOD_CHOICES = ("saliency", "ig", "gradshap", "occlusion", "gradcam", "smoothgrad", "kobs2021")
 TARGET_CHOICES = ("reference", "centroid", "baseline", "norm")
+BASELINES = ("black", "blur", "mean", "uniform-noise")  # analysis.saliency.targets.BASELINES (torch-free here)
 MANIFEST = "saliency.json"
 
 
@@ -33,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="explained scalar: reference (cosine to another image of the same car), centroid "
                              "(cosine to the car's centroid), baseline (distance to a black image's embedding, "
                              "Kobs et al.), norm (squared embedding norm)")
+    parser.add_argument("--baseline", choices=BASELINES, default=None,
+                        help="the reference input of ig, gradshap and occlusion and of --target baseline: black "
+                             "(default), blur (Gaussian, σ = 1/16 of the shorter side), mean (the preprocessing's "
+                             "mean colour) or uniform-noise (seeded per image)")
     parser.add_argument("--images", nargs="+", default=["16"],
                         help="one number N: N images spread evenly over the set; several numbers, a comma "
                              "list or a:b ranges: those image indices (default 16)")
@@ -151,9 +156,17 @@ def run(args: argparse.Namespace) -> int:
         raise CarprobeError(f"--batch-size {args.batch_size}: must be >= 1")
     if not 0 < args.top_k <= 1:
         raise CarprobeError(f"--top-k {args.top_k}: must be a fraction in (0, 1]")
-    opts = {"n_steps": args.steps, "n_samples": args.samples, "layer": args.layer, "seed": args.seed}
+    baseline = args.baseline or "black"
+    uses_baseline = args.method in methods.BASELINE_METHODS
+    if args.baseline is not None and not uses_baseline and args.target != "baseline":
+        raise CarprobeError(f"--baseline {args.baseline}: neither --method {args.method} nor --target {args.target} "
+                            f"uses a baseline; methods {', '.join(methods.BASELINE_METHODS)} and --target baseline do")
+    opts = {"n_steps": args.steps, "n_samples": args.samples, "layer": args.layer, "seed": args.seed,
+            "baseline": baseline if uses_baseline else None}
     opts = {k: v for k, v in opts.items() if v is not None}
     store_opts = methods.options_for_store(args.method, **opts)
+    # the stored maps' key names the target; a non-black baseline target is another scalar
+    target_key = args.target if args.target != "baseline" or baseline == "black" else f"baseline:{baseline}"
 
     device = resolve_device(args.device)
     data = RenderSetData(args.set)
@@ -205,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target == "centroid":
             return lambda m: targets.centroid_target(m, _centroids(m, model))
         if args.target == "baseline":
-            return lambda m: targets.baseline_target(m, images)
+            return lambda m: targets.baseline_target(m, images, baseline, args.seed, indices)
         return lambda m: targets.norm_target()
 
     def _centroids(m, original):
@@ -247,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             return np.concatenate(chunks), np.concatenate(chunk_peaks)
 
         maps[name], peaks[name] = store.get(indices, compute, model_name=name, fingerprint=model.fingerprint,
-                                            method=args.method, target=args.target, options=store_opts,
+                                            method=args.method, target=target_key, options=store_opts,
                                             set_hash=data.set_hash, on_reuse=bar.update)
     bar.close()
 
@@ -344,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = {
         "format": "carprobe-saliency", "version": 1,
         "set": {"path": str(data.root), "name": data.info.get("name"), "set_hash": data.set_hash},
-        "method": args.method, "target": args.target, "options": store_opts,
+        "method": args.method, "target": target_key, "options": store_opts,
         "models": [{"name": n, "ref": str(ref), "fingerprint": m.fingerprint, "distance": m.distance,
                     "normalize": m.normalize} for n, ref, m in zip(names, args.models, models)],
         "images": indices, "masks": use_masks, "mask_parts": parts, "top_k": args.top_k,

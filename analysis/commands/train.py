@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--label", help="metadata column holding the class, render sets only (default car_id)")
     add("--loss", help="loss name (see --list-losses)")
     add("--list-losses", action="store_true", help="print the losses with their miners and defaults, then exit")
+    add("--loss-param", action="append", default=[], metavar="KEY=VALUE",
+        help="override a default of the loss (repeatable; miner.KEY=VALUE for its miner), e.g. margin=0.1 "
+             "or miner.type_of_triplets=hard; the keys are the --list-losses defaults")
     add("--rho-reg", type=float, metavar="P",
         help="ρ-regularisation probability (Roth et al.: 0.35 Cars196, 0.3-0.4 CUB200, 0.15 SOP); ranking losses only")
     add("--arch", help="trunk: resnet18, resnet34, resnet50 (default), resnet101, bninception, efficientnet_lite0, "
@@ -61,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from blender_addon.core.errors import CarprobeError
 
-    from ..train.losses import LOSSES, loss_table
+    from ..train.losses import LOSSES, loss_table, parse_loss_params
 
     if args.list_losses:
         print(loss_table())
@@ -88,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if "loss" in given and given["loss"] not in LOSSES:
         raise CarprobeError(f"--loss {given['loss']!r}: unknown; allowed: {', '.join(LOSSES)} "
                             "(see --list-losses)")
+    if args.loss_param:
+        if "loss" not in given:
+            raise CarprobeError("--loss-param: give --loss too (the parameters belong to one loss; a resumed "
+                                "run keeps its own)")
+        given["loss_params"], given["miner_params"] = parse_loss_params(given["loss"], args.loss_param)
 
     from ..train.config import TrainConfig
     from ..train.loop import train

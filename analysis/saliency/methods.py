@@ -1,8 +1,8 @@
 """Attribution maps for embedding models: one verb, `attribute(model, images, method, target)`.
 
 Methods (captum, except the Kobs et al. preset which re-implements their recipe exactly):
-``saliency`` (input gradient), ``ig`` (Integrated Gradients from the black image),
-``gradshap`` (GradientShap around the black image), ``occlusion`` (sliding black patches),
+``saliency`` (input gradient), ``ig`` (Integrated Gradients from a baseline image),
+``gradshap`` (GradientShap around a baseline), ``occlusion`` (sliding patches of a baseline),
 ``gradcam`` (LayerGradCam on a layer, default the last conv block, upsampled to the input
 size), ``smoothgrad`` (NoiseTunnel over Saliency) and ``kobs2021``.
 
@@ -34,7 +34,7 @@ import torch
 
 from blender_addon.core.errors import CarprobeError
 
-from .targets import ExplainedScalar, black_image
+from .targets import BASELINES, ExplainedScalar, baseline_images
 
 METHODS = ("saliency", "ig", "gradshap", "occlusion", "gradcam", "smoothgrad", "kobs2021")
 REDUCTIONS = ("abs_mean", "mean", "none")
@@ -43,9 +43,10 @@ NORMALIZATIONS = ("max", "percentile", "sum", "none")
 # Defaults per method; `attribute(**opts)` overrides any of them.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "saliency": {"reduce": "abs_mean", "normalize": "max"},
-    "ig": {"reduce": "abs_mean", "normalize": "max", "n_steps": 32},
-    "gradshap": {"reduce": "abs_mean", "normalize": "max", "n_samples": 16, "noise": 0.09},
-    "occlusion": {"reduce": "abs_mean", "normalize": "max", "window": None, "stride": None},
+    # baseline: the reference input (targets.baseline_images): black, blur, mean, uniform-noise
+    "ig": {"reduce": "abs_mean", "normalize": "max", "n_steps": 32, "baseline": "black"},
+    "gradshap": {"reduce": "abs_mean", "normalize": "max", "n_samples": 16, "noise": 0.09, "baseline": "black"},
+    "occlusion": {"reduce": "abs_mean", "normalize": "max", "window": None, "stride": None, "baseline": "black"},
     "gradcam": {"reduce": "abs_mean", "normalize": "max", "layer": None},
     "smoothgrad": {"reduce": "abs_mean", "normalize": "max", "n_samples": 25, "noise": 0.15},
     # Kobs et al. (ICCV 2021): 50 noisy copies, std 0.15 x value range, channel mean, then abs,
@@ -53,7 +54,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "kobs2021": {"reduce": "mean_abs_sum", "normalize": "percentile", "n_samples": 50, "noise": 0.15},
 }
 OPTIONS = {"reduce", "normalize", "percentile", "n_steps", "n_samples", "noise", "window", "stride",
-           "layer", "internal_batch_size", "seed"}
+           "layer", "internal_batch_size", "seed", "baseline"}
+BASELINE_METHODS = tuple(m for m, d in DEFAULTS.items() if "baseline" in d)
 
 
 def method_options(method: str, **opts: Any) -> dict[str, Any]:
@@ -65,6 +67,11 @@ def method_options(method: str, **opts: Any) -> dict[str, Any]:
         raise CarprobeError(f"unknown option(s) for attribute(): {', '.join(unknown)}; allowed: {', '.join(sorted(OPTIONS))}")
     out = {"seed": 0, "internal_batch_size": None, "percentile": 99.0, **DEFAULTS[method]}
     out.update({k: v for k, v in opts.items() if v is not None or k in ("layer",)})
+    if "baseline" in out and method not in BASELINE_METHODS:
+        raise CarprobeError(f"baseline {out['baseline']!r}: method {method!r} uses no baseline; "
+                            f"{', '.join(BASELINE_METHODS)} do")
+    if "baseline" in out and out["baseline"] not in BASELINES:
+        raise CarprobeError(f"baseline {out['baseline']!r}: unknown; allowed: {', '.join(BASELINES)}")
     if method != "kobs2021" and out["reduce"] not in REDUCTIONS:
         raise CarprobeError(f"reduce {out['reduce']!r} is not allowed; allowed: {', '.join(REDUCTIONS)}")
     if isinstance(out["seed"], bool) or not isinstance(out["seed"], (int, np.integer)) or out["seed"] < 0:
@@ -174,22 +181,22 @@ def _image_noise(indices: Sequence[int], samples: range, shape: tuple[int, ...],
 
 
 def _noisy_gradients(kind: str, model, x, target: ExplainedScalar, n_samples: int, noise: float, chunk: int,
-                     indices: Sequence[int], seed: int) -> torch.Tensor:
+                     indices: Sequence[int], seed: int, baseline: str = "black") -> torch.Tensor:
     """The noisy-gradient methods, one loop:
     kobs2021: sum over samples of |channel mean of the input gradient| (Kobs et al.'s explainer), (B, H, W);
     smoothgrad: mean input gradient over samples (Smilkov et al.), (B, C, H, W);
-    gradshap: mean over samples of gradient x (noisy input - black) at a uniform point between
-    the black image and the noisy input (Lundberg & Lee's expected gradients), (B, C, H, W)."""
+    gradshap: mean over samples of gradient x (noisy input - baseline) at a uniform point between
+    the baseline (black by default) and the noisy input (Lundberg & Lee's expected gradients), (B, C, H, W)."""
     b, shape = len(x), tuple(x.shape[1:])
     std = (noise * _value_range(x)).view(b, 1, 1, 1, 1)
-    black = black_image(model, x).unsqueeze(1) if kind == "gradshap" else None
+    base = baseline_images(model, x, baseline, seed, indices).unsqueeze(1) if kind == "gradshap" else None
     total = torch.zeros((b,) + (shape[1:] if kind == "kobs2021" else shape), device=x.device)
     for s0 in range(0, n_samples, chunk):
         samples = range(s0, min(s0 + chunk, n_samples))
         k = len(samples)
         eps, alpha = _image_noise(indices, samples, shape, seed, x.device, x.dtype, with_alpha=kind == "gradshap")
         noisy = x.unsqueeze(1) + std * eps                                  # (B, k, C, H, W)
-        point = noisy if black is None else black + alpha.view(b, k, 1, 1, 1) * (noisy - black)
+        point = noisy if base is None else base + alpha.view(b, k, 1, 1, 1) * (noisy - base)
         point = point.flatten(0, 1).requires_grad_(True)
         anchors = None if target.anchors is None else target.anchors.repeat_interleave(k, dim=0)
         (grad,) = torch.autograd.grad(target.score(model, point, anchors).sum(), point)
@@ -199,7 +206,7 @@ def _noisy_gradients(kind: str, model, x, target: ExplainedScalar, n_samples: in
         elif kind == "smoothgrad":
             total += grad.sum(dim=1)
         else:
-            total += (grad * (noisy - black)).sum(dim=1)
+            total += (grad * (noisy - base)).sum(dim=1)
     return total if kind == "kobs2021" else total / n_samples
 
 
@@ -255,21 +262,21 @@ def _run_method(method, model, x, target, f, args, o, ibs, indices) -> torch.Ten
     if method == "saliency":
         return Saliency(f).attribute(x, additional_forward_args=args, abs=False)
     if method == "ig":
-        black = black_image(model, x).expand_as(x)
-        return IntegratedGradients(f).attribute(x, baselines=black, additional_forward_args=args,
+        base = baseline_images(model, x, o["baseline"], o["seed"], indices)
+        return IntegratedGradients(f).attribute(x, baselines=base, additional_forward_args=args,
                                                 n_steps=int(o["n_steps"]), internal_batch_size=ibs)
     if method in ("gradshap", "smoothgrad", "kobs2021"):
         # internal_batch_size counts forward evaluations: that many noisy copies of the batch
         chunk = max(1, int(ibs) // len(x)) if ibs else int(o["n_samples"])
         return _noisy_gradients(method, model, x, target, int(o["n_samples"]), float(o["noise"]), chunk,
-                                indices, int(o["seed"]))
+                                indices, int(o["seed"]), o.get("baseline", "black"))
     if method == "occlusion":
         c, h, w = x.shape[1:]
         window = int(o["window"] or max(2, round(min(h, w) / 8)))
         stride = int(o["stride"] or max(1, window // 2))
-        black = black_image(model, x)
+        base = baseline_images(model, x, o["baseline"], o["seed"], indices)
         return Occlusion(f).attribute(x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-                                      baselines=black, additional_forward_args=args,
+                                      baselines=base, additional_forward_args=args,
                                       perturbations_per_eval=int(ibs or 1))
     if method == "gradcam":
         layer = o["layer"]

@@ -107,18 +107,55 @@ def black_image(model: torch.nn.Module, like: torch.Tensor) -> torch.Tensor:
     Black is pixel value 0 *before* preprocessing, so after mean/std (and BGR, scaling) it is
     a per-channel constant; it is read from the model's own transform rather than re-derived.
     """
+    return _solid_image(model, like, 0)
+
+
+def _solid_image(model: torch.nn.Module, like: torch.Tensor, level: int) -> torch.Tensor:
+    """An image of grey `level` (0..255 before preprocessing) in the model's input space."""
     c, h, w = like.shape[-3:]
     preprocess = getattr(model, "preprocess", None)
     if preprocess is None or not hasattr(preprocess, "transform"):
-        return torch.zeros((1, c, h, w), dtype=like.dtype, device=like.device)
+        return torch.full((1, c, h, w), level / 255.0, dtype=like.dtype, device=like.device)
     from PIL import Image
 
     side = 2 * max(h, w, 1)  # large enough for any resize + crop
-    value = preprocess.transform()(Image.new("RGB", (side, side)))
+    value = preprocess.transform()(Image.new("RGB", (side, side), (level,) * 3))
     value = value[:, value.shape[1] // 2, value.shape[2] // 2]
     if value.numel() != c:
         raise CarprobeError(f"the model's preprocessing gives {value.numel()} channels, images have {c}")
     return value.to(like.dtype).to(like.device).view(1, c, 1, 1).expand(1, c, h, w).clone()
+
+
+BASELINES = ("black", "blur", "mean", "uniform-noise")
+
+
+def baseline_images(model: torch.nn.Module, x: torch.Tensor, kind: str = "black", seed: int = 0,
+                    indices: Sequence[int] | None = None) -> torch.Tensor:
+    """The reference input of each image of `x` (B, C, H, W), in the model's input space:
+    black (pixel value 0), blur (the image under a Gaussian blur of σ = 1/16 of its shorter
+    side), mean (input zero: the preprocessing's mean colour), uniform-noise (each value uniform
+    between black and white, drawn from (seed, the image's index in its set), so an image's
+    baseline does not depend on its batch)."""
+    if kind not in BASELINES:
+        raise CarprobeError(f"baseline {kind!r}: unknown; allowed: {', '.join(BASELINES)}")
+    if kind == "black":
+        return black_image(model, x).expand_as(x).clone()
+    if kind == "mean":
+        return torch.zeros_like(x)
+    if kind == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        sigma = max(1.0, min(x.shape[-2:]) / 16)
+        size = min(2 * int(3 * sigma) + 1, (min(x.shape[-2:]) - 1) | 1)  # odd, at most the image
+        return gaussian_blur(x, [size, size], [sigma, sigma])
+    low, high = black_image(model, x)[0], _solid_image(model, x, 255)[0]
+    indices = range(len(x)) if indices is None else indices
+    noise = []
+    for index in indices:
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(index))
+        noise.append(torch.rand(x.shape[1:], generator=g))
+    u = torch.stack(noise).to(device=x.device, dtype=x.dtype)
+    return low + u * (high - low)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -145,14 +182,18 @@ def centroid_target(model: torch.nn.Module, centroids: torch.Tensor | np.ndarray
     return ExplainedScalar("centroid", anchors)
 
 
-def baseline_target(model: torch.nn.Module, like: torch.Tensor) -> ExplainedScalar:
-    """Distance (model.distance) to the embedding of a black image, as Kobs et al. explained."""
+def baseline_target(model: torch.nn.Module, like: torch.Tensor, baseline: str = "black", seed: int = 0,
+                    indices: Sequence[int] | None = None) -> ExplainedScalar:
+    """Distance (model.distance) to the embedding of each image's baseline (baseline_images;
+    black, as Kobs et al. explained, by default)."""
     kind = getattr(model, "distance", "cosine")
     if kind not in DISTANCES:
         raise CarprobeError(f"model.distance {kind!r} is not supported; allowed: {', '.join(DISTANCES)}")
-    black = black_image(model, like)
-    anchor = _embed_batched(model.eval(), black)
-    return ExplainedScalar("baseline", anchor.expand(len(like), -1).contiguous(), kind)
+    if baseline == "black":  # one image for all: embed it once
+        anchor = _embed_batched(model.eval(), black_image(model, like))
+        return ExplainedScalar("baseline", anchor.expand(len(like), -1).contiguous(), kind)
+    references = baseline_images(model, like.to(_model_device(model)), baseline, seed, indices)
+    return ExplainedScalar("baseline", _embed_batched(model.eval(), references), kind)
 
 
 def norm_target() -> ExplainedScalar:

@@ -120,6 +120,51 @@ def loss_table() -> str:
     return "\n".join(lines)
 
 
+def parse_loss_params(loss: str, items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--loss-param KEY=VALUE` items → (loss_params, miner_params) for `loss`: keys from the
+    table's defaults (`--list-losses`), ``miner.KEY`` for the miner; each value parsed as the
+    type of its default. CarprobeError names the item and what is allowed."""
+    spec = loss_spec(loss)
+    loss_params: dict[str, Any] = {}
+    miner_params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        is_miner = key.startswith("miner.")
+        name = key[len("miner."):] if is_miner else key
+        defaults = spec.miner_params if is_miner else spec.params
+        if not sep or not name or not text:
+            raise CarprobeError(f"--loss-param {item!r}: expected KEY=VALUE (miner.KEY=VALUE for the miner)")
+        if name not in defaults:
+            allowed = [*spec.params, *(f"miner.{k}" for k in spec.miner_params)]
+            raise CarprobeError(f"--loss-param {item!r}: loss {loss} has no parameter {key!r}; allowed: "
+                                f"{', '.join(allowed) or 'none'} (see --list-losses)")
+        (miner_params if is_miner else loss_params)[name] = _parse_like(text, defaults[name], item)
+    return loss_params, miner_params
+
+
+def _parse_like(text: str, default: Any, item: str) -> Any:
+    """`text` as a value of the type of `default`."""
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise CarprobeError(f"--loss-param {item!r}: true or false expected")
+    try:
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError
+            return value
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a finite number"
+        raise CarprobeError(f"--loss-param {item!r}: {kind} expected (default {default!r})") from None
+    return text
+
+
 class TrainingLoss:
     """A pml loss with its miner (optionally wrapped in ρ-regularisation), callable as
     ``training_loss(embeddings, labels) -> scalar``. Labels are contiguous 0..num_classes-1.

@@ -81,13 +81,18 @@ def test_cli_writes_maps_tables_and_figures_and_reuses_maps(tiny, capsys):
     assert section(root / "set", ReportContext(results_dir=root, title="t", manifest={})) is None
 
 
-@pytest.mark.parametrize("method,target", [("gradcam", "centroid"), ("kobs2021", "baseline"), ("ig", "norm")])
-def test_cli_methods_and_targets_on_a_real_model(tiny, method, target):
+@pytest.mark.parametrize("method,target,baseline", [("gradcam", "centroid", None), ("kobs2021", "baseline", None),
+                                                   ("ig", "norm", None), ("gradshap", "baseline", "blur")])
+def test_cli_methods_and_targets_on_a_real_model(tiny, method, target, baseline):
     root, (model0, _) = tiny
     out = root / f"out-{method}"
+    extra = ["--baseline", baseline] if baseline else []
     assert carprobe("saliency", str(root / "set"), "--models", model0, "--method", method, "--target", target,
                     "--images", "0", "4", "--steps", "4", "--samples", "3", "--sanity-images", "0",
-                    "--device", "cpu", "--out", str(out), "--quiet") == 0
+                    "--device", "cpu", "--out", str(out), "--quiet", *extra) == 0
+    manifest = json.loads((out / "saliency.json").read_text())
+    if baseline:  # the method's reference input and the target's reference image
+        assert manifest["options"]["baseline"] == baseline and manifest["target"] == f"baseline:{baseline}"
     (path,) = (out / "maps").glob("*.npz")
     with np.load(path) as data:
         assert data["maps"].shape == (2, 64, 64) and list(data["indices"]) == [0, 4]
@@ -108,3 +113,11 @@ def test_cli_user_errors(tiny, capsys):
     assert "allowed: reference, centroid, baseline, norm" in capsys.readouterr().err
     assert carprobe(*base, "--method", "saliency", "--models", model0, model0, "--names", "only-one") == 2
     assert "1 names for 2 models" in capsys.readouterr().err
+
+
+def test_baseline_flag_is_checked(tmp_path, capsys):
+    assert carprobe("saliency", str(tmp_path), "--models", "m.pt", "--baseline", "white") == 2
+    assert "invalid choice: 'white'" in capsys.readouterr().err
+    assert carprobe("saliency", str(tmp_path), "--models", "m.pt", "--method", "saliency", "--target", "norm",
+                    "--baseline", "blur") == 2
+    assert "neither --method saliency nor --target norm uses a baseline" in capsys.readouterr().err

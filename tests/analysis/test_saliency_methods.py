@@ -138,3 +138,40 @@ def test_identity_centroids_leave_the_image_out_and_need_two_images_per_car():
     with pytest.raises(CarprobeError, match="only image of car_id 'b'"):
         targets.identity_centroids(emb, labels, [3])
     assert targets.reference_pairs(labels, [0, 2, 3]) == [1, 0, 0]
+
+
+def test_baseline_images_black_blur_mean_and_seeded_noise(images):
+    model = TinyEmbedder(seed=0)  # no preprocessing: black is 0, white 1
+    black = targets.baseline_images(model, images, "black")
+    assert black.shape == images.shape and torch.equal(black, targets.black_image(model, images).expand_as(images))
+    assert torch.equal(targets.baseline_images(model, images, "mean"), torch.zeros_like(images))
+    blur = targets.baseline_images(model, images, "blur")
+    assert blur.shape == images.shape and blur.var() < 0.5 * images.var()  # smoothed, not replaced
+    assert (blur.mean() - images.mean()).abs() < 0.1
+    noise = targets.baseline_images(model, images, "uniform-noise", seed=3, indices=[7, 9])
+    assert noise.min() >= 0 and noise.max() <= 1 and noise.std() > 0.2
+    # an image's noise depends on (seed, its index), not on its batch
+    alone = targets.baseline_images(model, images[1:], "uniform-noise", seed=3, indices=[9])
+    assert torch.equal(alone[0], noise[1]) and not torch.equal(noise[0], noise[1])
+    with pytest.raises(CarprobeError, match="baseline 'white': unknown; allowed: black, blur, mean, uniform-noise"):
+        targets.baseline_images(model, images, "white")
+
+
+@pytest.mark.parametrize("method", methods.BASELINE_METHODS)
+def test_the_baseline_changes_the_maps_of_the_methods_that_use_one(method, images):
+    model = TinyEmbedder(seed=0)
+    target = targets.baseline_target(model, images)
+    black = methods.attribute(model, images, method, target, **FAST)
+    assert np.array_equal(black, methods.attribute(model, images, method, target, baseline="black", **FAST))
+    blur = methods.attribute(model, images, method, target, baseline="blur", **FAST)
+    assert not np.allclose(black, blur)
+    assert methods.options_for_store(method, baseline="blur")["baseline"] == "blur"  # part of the store key
+    # the target's reference image follows the baseline too
+    noisy = targets.baseline_target(model, images, "uniform-noise", seed=1, indices=[0, 1])
+    assert not torch.allclose(noisy.anchors, target.anchors)
+
+
+def test_a_baseline_for_a_method_without_one_is_refused(images):
+    model = TinyEmbedder(seed=0)
+    with pytest.raises(CarprobeError, match="method 'saliency' uses no baseline; ig, gradshap, occlusion do"):
+        methods.attribute(model, images, "saliency", targets.norm_target(), baseline="blur")

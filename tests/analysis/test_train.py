@@ -130,7 +130,8 @@ def test_render_set_training_through_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", "--data", str(render_set), "--label", "shape", "--loss", "triplet", "--rho-reg", "0.3",
             "--arch", "resnet18", "--dim", "16", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-            "--samples-per-class", "2", "--lr", "1e-3", "--workers", "0", "--device", "cpu", "--out", str(out)]
+            "--samples-per-class", "2", "--lr", "1e-3", "--workers", "0", "--device", "cpu",
+            "--loss-param", "margin=0.1", "--loss-param", "miner.type_of_triplets=hard", "--out", str(out)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "best Recall@1" in captured.out
@@ -138,6 +139,7 @@ def test_render_set_training_through_the_cli(tmp_path, capsys):
     assert "\r" not in captured.err and re.search(r"^epoch 1/1: 2/2 \(100%\) .* loss=\d", captured.err, re.M)
     config = json.loads((out / "config.json").read_text())
     assert (config["label"], config["rho_reg"], config["data"]) == ("shape", 0.3, str(render_set.resolve()))
+    assert config["loss_params"] == {"margin": 0.1} and config["miner_params"] == {"type_of_triplets": "hard"}
     assert len(pd.read_csv(out / "metrics.csv")) == 2
     assert main(argv[:-2] + ["--epochs", "2", "--resume", "--out", str(out)]) == 0
     assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [0, 1, 2]
@@ -205,3 +207,25 @@ def test_toy_example_writes_plot_and_rho_spreads_classes(tmp_path):
     assert len(table) == 12
     # ρ-regularisation pushes same-class points apart: the train classes are less compressed
     assert table[("ρ-reg p=0.35", "train_pi_ratio")] > table[("no ρ-reg", "train_pi_ratio")]
+
+
+def test_loss_params_are_checked_against_the_loss_table(capsys):
+    from analysis.cli import main
+    from analysis.train.losses import build_loss, parse_loss_params
+
+    assert parse_loss_params("multisimilarity", ["alpha=3", "miner.epsilon=0.2"]) == ({"alpha": 3.0}, {"epsilon": 0.2})
+    assert parse_loss_params("softtriple", ["centers_per_class=4"]) == ({"centers_per_class": 4}, {})
+    loss, miner = parse_loss_params("triplet", ["margin=0.05", "miner.type_of_triplets=hard"])
+    built = build_loss("triplet", 4, 8, loss, miner)
+    assert built.loss.margin == 0.05 and built.miner.type_of_triplets == "hard"
+    for item, message in (("alpha=1", "no parameter 'alpha'; allowed: margin, miner.margin, miner.type_of_triplets"),
+                          ("margin", "expected KEY=VALUE"), ("margin=big", "a finite number expected"),
+                          ("miner.margin=nan", "a finite number expected")):
+        with pytest.raises(CarprobeError, match=re.escape(message)):
+            parse_loss_params("triplet", [item])
+    with pytest.raises(CarprobeError, match="centers_per_class=2.5.*an integer expected"):
+        parse_loss_params("softtriple", ["centers_per_class=2.5"])
+    assert main(["train", "--data", ".", "--loss", "arcface", "--loss-param", "miner.x=1", "--out", "o"]) == 2
+    assert "allowed: margin, scale (see --list-losses)" in capsys.readouterr().err
+    assert main(["train", "--data", ".", "--loss-param", "margin=1", "--out", "o"]) == 2
+    assert "--loss-param: give --loss too" in capsys.readouterr().err
