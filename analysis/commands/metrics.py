@@ -3,7 +3,9 @@ pi_intra, pi_inter, pi_ratio, spectral decay rho and rho without the largest sin
 retrieval metrics (Recall@k, R-Precision, MAP@R, NMI) with the --label column as the class.
 
 Writes embedding_metrics.csv and retrieval.csv (columns model, factor = the label column,
-subset = "all", metric, value) into --out.
+subset = "all", metric, value) into --out. Retrieval metric names, with pytorch-metric-learning's
+in brackets: recall@1 (precision_at_1), recall@k, r_precision (r_precision), map_at_r
+(mean_average_precision_at_r), nmi (NMI); the report reads either spelling.
 """
 
 from __future__ import annotations

@@ -99,6 +99,9 @@ def manifest_problems(data: dict) -> list[str]:
             problems.append(f"tagline: must not end with punctuation, found {tagline!r}")
     if data.get("type") not in ("add-on", "theme"):
         problems.append(f"type: 'add-on' or 'theme' expected, found {data.get('type')!r}")
+    website = data.get("website")
+    if website is not None and not (isinstance(website, str) and re.match(r"https?://[^\s/]+\.[^\s]+$", website)):
+        problems.append(f"website: an http(s) URL expected, found {website!r}")
     bmin = data.get("blender_version_min")
     if isinstance(bmin, str) and not re.fullmatch(r"\d+\.\d+\.\d+", bmin):
         problems.append(f"blender_version_min: three numbers like 4.2.0 expected, found {bmin!r}")

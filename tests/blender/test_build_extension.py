@@ -7,6 +7,7 @@ wheel) runs on the same folders; both zips must hold the same files under the sa
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import tomllib
@@ -71,6 +72,8 @@ def test_manifest_is_valid_for_blender():
     assert data["id"] == "carprobe" and data["type"] == "add-on" and data["blender_version_min"] == "4.2.0"
     assert data["license"] == ["SPDX:GPL-3.0-or-later"] and data["permissions"]["files"]
     assert len(data["tagline"]) <= 64 and data["tagline"][-1].isalnum()
+    assert data["website"].startswith("https://")
+    assert re.fullmatch(r"[^<>]+ <[^<>@\s]+@[^<>@\s]+>", data["maintainer"])  # a name and a contact
 
 
 PATTERNS = ["__pycache__/", "*.pyc", ".*", "/*.zip", "/docs/", "tests/", "data/**/*.bin", "**/keep/x.txt",
@@ -120,11 +123,13 @@ def test_bad_manifest_is_refused_with_every_problem(tmp_path):
     root = make_package(tmp_path / "src", "")
     text = (root / "blender_manifest.toml").read_text()
     (root / "blender_manifest.toml").write_text(text.replace('tagline = "A demo"', 'tagline = "A demo."')
-                                                .replace('version = "1.2.3"', 'version = "1.2"'))
+                                                .replace('version = "1.2.3"', 'version = "1.2"')
+                                                + 'website = "carprobe.org"\n')
     with pytest.raises(CarprobeError) as err:
         B.build_extension(root, tmp_path / "out")
     assert "tagline: must not end with punctuation" in str(err.value)
     assert "version: a semantic version" in str(err.value)
+    assert "website: an http(s) URL expected, found 'carprobe.org'" in str(err.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
