@@ -18,11 +18,12 @@ COMMANDS = sorted(cli.COMMANDS)
 PARSER = cli.render_cli.build_parser(cli.COMMANDS)
 
 # which shared flags each command has (a command losing one, or spelling it its own way, fails)
-HAS_PROGRESS = {"render", "merge", "embed", "silhouettes", "metrics", "saliency", "train", "report", "demo"}
-HAS_WORKERS = {"render", "embed", "silhouettes", "metrics", "train", "report"}
-HAS_DEVICE = {"embed", "silhouettes", "metrics", "saliency", "train", "report", "demo"}
+HAS_PROGRESS = {"render", "merge", "embed", "silhouettes", "metrics", "effects", "saliency", "train", "report",
+                "demo"}
+HAS_WORKERS = {"render", "embed", "silhouettes", "metrics", "effects", "train", "report"}
+HAS_DEVICE = {"embed", "silhouettes", "metrics", "effects", "saliency", "train", "report", "demo"}
 HAS_AMP = {"embed", "train"}
-HAS_MODELS = {"embed", "silhouettes", "metrics", "saliency", "report", "demo"}
+HAS_MODELS = {"embed", "silhouettes", "metrics", "effects", "saliency", "report", "demo"}
 
 
 def _options(name: str) -> dict[str, argparse.Action]:
@@ -32,6 +33,8 @@ def _options(name: str) -> dict[str, argparse.Action]:
 def test_the_shared_flag_tables_name_real_commands():
     for table in (HAS_PROGRESS, HAS_WORKERS, HAS_DEVICE, HAS_AMP, HAS_MODELS):
         assert table <= set(COMMANDS)
+    # a new command is placed in the tables below (or knowingly left out of all of them)
+    assert set(COMMANDS) == HAS_PROGRESS | {"validate", "preview", "schema", "build-extension"}
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -72,6 +75,7 @@ def _required(name: str) -> list[str]:
         "embed": ["embed", "set", "--models", "m.pt"],
         "silhouettes": ["silhouettes", "set", "--models", "m.pt"],
         "metrics": ["metrics", "set", "--models", "m.pt"],
+        "effects": ["effects", "set", "--models", "m.pt"],
         "saliency": ["saliency", "set", "--models", "m.pt"],
     }.get(name, [name])
 

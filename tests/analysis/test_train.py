@@ -139,7 +139,8 @@ def test_render_set_training_through_the_cli(tmp_path, capsys):
     assert "\r" not in captured.err and re.search(r"^epoch 1/1: 2/2 \(100%\) .* loss=\d", captured.err, re.M)
     config = json.loads((out / "config.json").read_text())
     assert (config["label"], config["rho_reg"], config["data"]) == ("shape", 0.3, str(render_set.resolve()))
-    assert config["loss_params"] == {"margin": 0.1} and config["miner_params"] == {"type_of_triplets": "hard"}
+    assert config["loss_params"] == {"margin": 0.1}  # the table's defaults, overridden
+    assert config["miner_params"] == {"margin": 0.2, "type_of_triplets": "hard"}
     assert len(pd.read_csv(out / "metrics.csv")) == 2
     assert main(argv[:-2] + ["--epochs", "2", "--resume", "--out", str(out)]) == 0
     assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [0, 1, 2]
