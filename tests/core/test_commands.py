@@ -164,3 +164,18 @@ def test_render_and_merge_into_a_busy_folder_exit_2_before_loading_blender(tmp_p
     finally:
         claim.release()
     assert "bpy" not in sys.modules
+
+
+def test_preview_creates_the_folders_of_out_and_mask(tmp_path, monkeypatch, capsys):
+    import types
+
+    spec_path = write_spec(tmp_path)
+    fake = types.ModuleType("blender_addon.blender.render")  # no bpy here: a fake renderer
+    fake.make_image_renderer = lambda spec: FakeRenderer()
+    monkeypatch.setitem(sys.modules, "blender_addon.blender.render", fake)
+    out, mask = tmp_path / "new" / "deeper" / "x.png", tmp_path / "masks" / "m.png"
+    assert cli.main(["preview", str(spec_path), "--index", "1", "--out", str(out), "--mask", str(mask)]) == 0
+    assert out.is_file() and mask.is_file() and "sample 1" in capsys.readouterr().out
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["preview", str(spec_path), "--out", str(tmp_path / "file" / "x.png")]) == 2
+    assert "--out" in capsys.readouterr().err
