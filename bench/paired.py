@@ -82,3 +82,44 @@ def verdict(ratios: list[float], goal: float, higher_is_better: bool, loaded: bo
         return "TOO LOADED TO CONCLUDE (rounds disagree on a loaded machine)"
     median_meets = statistics.median(ratios) >= goal if higher_is_better else statistics.median(ratios) <= goal
     return f"{'meets' if median_meets else 'misses'} the goal at the median (rounds disagree)"
+
+
+def compare(label: str, numerator: str, num: Timed, denominator: str, den: Timed, goal: float,
+            higher_is_better: bool, load_before: float) -> str:
+    """Print the per-round ratios numerator/denominator (wall and CPU), each side's median wall
+    and CPU time, the load and the verdict on the wall ratios; returns the verdict."""
+    wall = [n / d for n, d in zip(num.wall, den.wall)]
+    cpu = [n / d for n, d in zip(num.cpu, den.cpu) if d > 0]
+    said = verdict(wall, goal, higher_is_better, is_loaded(load_before))
+    print(f"{label}: {numerator}/{denominator} wall time per round {spread(wall)}; goal "
+          f"{'>=' if higher_is_better else '<='} {goal:g}: {said}")
+    if cpu:
+        print(f"  CPU time ratio per round {spread(cpu)}")
+    for name, t in ((numerator, num), (denominator, den)):
+        wall_s, cpu_s = statistics.median(t.wall), statistics.median(t.cpu)
+        print(f"  {name}: median {wall_s:.3f} s wall, {cpu_s:.3f} s CPU ({cpu_s / wall_s:.2f} cores busy)")
+    print(f"  {load_line(load_before)}")
+    return said
+
+
+class CpuBurner:
+    """`count` processes that each keep a core busy until the block ends: the machine as other
+    jobs share it (start it after reading `load_before`, so that its load is not "other work")."""
+
+    def __init__(self, count: int):
+        self.count, self._procs = count, []
+
+    def __enter__(self) -> "CpuBurner":
+        import subprocess
+        import sys
+
+        self._procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.count)]
+        time.sleep(0.5 if self.count else 0)  # up to speed before the first timing
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self._procs:
+            proc.kill()
+        for proc in self._procs:
+            proc.wait()
+        self._procs = []

@@ -4,12 +4,13 @@ Integrated Gradients (default 32 steps, 224 px, ResNet-50 with random weights, t
 to the black image's embedding) through ``analysis.saliency.methods.attribute`` versus the
 bare throughput of the same model in the same run: the same number of evaluations
 (images x steps) in the same batch sizes, each a forward pass of the same explained scalar and
-``torch.autograd.grad`` to the input. The two are timed alternately, after a warm-up, and the
-median of the repeats is compared. Target: overhead < 10 %.
+``torch.autograd.grad`` to the input. The two are timed alternately, after a warm-up; the
+ratio is taken per repeat (min / median / max), with CPU time per side, the load average and
+a verdict that says when the machine was too loaded to conclude. Target: overhead < 10 %.
 
 Usage: python bench/saliency.py [--images 1] [--steps 32] [--size 224] [--arch resnet50]
-       [--internal-batch-size 16] [--repeats 2] [--device cpu|cuda] [--threads N]
-Defaults take about 2 minutes on 2 CPU cores; on a GPU try --device cuda --images 16 --repeats 5.
+       [--internal-batch-size 16] [--repeats 4] [--device cpu|cuda] [--threads N]
+Defaults take about 4 minutes on 2 CPU cores; on a GPU try --device cuda --images 16 --repeats 5.
 Prints the numbers and the ratio; exits 0 either way (a benchmark, not a test).
 """
 
@@ -22,6 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from paired import Timed, compare, load_average  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help="input side in pixels")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--internal-batch-size", type=int, default=16, help="evaluations per forward pass")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -83,22 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device}, {args.arch} random init, {args.size} px, IG {args.steps} steps, "
           f"{args.images} image(s) per call = {evals} evaluations in batches of {ibs}, "
           f"{torch.get_num_threads()} CPU threads")
+    load_before = load_average()
     timed(bare), timed(ours)  # warm-up (allocator, kernels, captum import)
-    t_bare, t_ours = [], []
+    t_bare, t_ours = Timed(), Timed()
     for r in range(args.repeats):
         # Alternate which side goes first: on a shared 2-core box the second of a pair is often slower.
-        if r % 2 == 0:
-            t_bare.append(timed(bare))
-            t_ours.append(timed(ours))
-        else:
-            t_ours.append(timed(ours))
-            t_bare.append(timed(bare))
-        print(f"  repeat {r + 1}: bare {t_bare[-1]:.3f} s, attribute {t_ours[-1]:.3f} s")
-    bare_s, ours_s = statistics.median(t_bare), statistics.median(t_ours)
+        for side, fn in ((t_bare, bare), (t_ours, ours))[::1 if r % 2 == 0 else -1]:
+            sync()
+            side.run(fn)
+        print(f"  repeat {r + 1}: bare {t_bare.wall[-1]:.3f} s, attribute {t_ours.wall[-1]:.3f} s, "
+              f"ratio {t_ours.wall[-1] / t_bare.wall[-1]:.3f}")
+    bare_s, ours_s = statistics.median(t_bare.wall), statistics.median(t_ours.wall)
     print(f"bare forward+backward: {args.images / bare_s:.3f} maps/s ({evals / bare_s:.1f} evaluations/s)")
     print(f"attribute (IG):        {args.images / ours_s:.3f} maps/s")
-    ratio = ours_s / bare_s
-    print(f"ratio attribute / bare = {ratio:.3f} (overhead {100 * (ratio - 1):+.1f} %; target < 10 %)")
+    compare("attribute / bare (target: overhead < 10 %)", "attribute", t_ours, "bare", t_bare, 1.10,
+            higher_is_better=False, load_before=load_before)
     return 0
 
 

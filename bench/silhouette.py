@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _pairs import CpuBurner, Pairs, cores  # noqa: E402
+from paired import CpuBurner, Timed, compare, load_average, usable_cores  # noqa: E402
 
 GOALS = {"cosine": 100.0, "euclidean": 5.0}
 PEAK_GOAL_MB = 256
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    burn = cores() if args.burn == "auto" else int(args.burn)
+    burn = usable_cores() if args.burn == "auto" else int(args.burn)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(f"n={args.n} d={args.d} labels={args.labels} device={args.device} torch threads={torch.get_num_threads()} "
           f"burner processes={burn}")
@@ -118,17 +118,26 @@ def main(argv: list[str] | None = None) -> int:
             sync()
             return s
 
-        pairs = Pairs("sklearn", "ours", GOALS[metric], own_load=burn)
+        def sklearn():
+            return sk_samples(X, labels, metric=metric)
+
+        timed = {"ours": Timed(), "sklearn": Timed()}
+        out = {}
+        load_before = load_average()  # before our burners start: only other work counts as load
         with CpuBurner(burn):
             for r in range(args.rounds):
-                out = pairs.round({"ours": ours, "sklearn": lambda: sk_samples(X, labels, metric=metric)}, r)
-                print(f"  {metric} round {r + 1}: ours {pairs.times['ours'][-1].wall:.3f} s, sklearn "
-                      f"{pairs.times['sklearn'][-1].wall:.3f} s, ratio {pairs.ratios[-1]:.1f}x", flush=True)
+                # alternate which side goes first: on a shared machine the second is often slower
+                for name, fn in (("ours", ours), ("sklearn", sklearn))[::1 if r % 2 == 0 else -1]:
+                    out[name] = timed[name].run(fn)
+                print(f"  {metric} round {r + 1}: ours {timed['ours'].wall[-1]:.3f} s, sklearn "
+                      f"{timed['sklearn'].wall[-1]:.3f} s, ratio {timed['sklearn'].wall[-1] / timed['ours'].wall[-1]:.1f}x",
+                      flush=True)
         d_score = abs(float(out["ours"].mean()) - float(out["sklearn"].mean()))
         d_samples = float(np.abs(out["ours"] - out["sklearn"]).max())
         ok = d_score <= 1e-6 and d_samples <= 1e-6
         failed |= not ok
-        pairs.report(f"{metric} (n={args.n})")
+        compare(f"{metric} n={args.n}{f' with {burn} busy processes' if burn else ''}", "sklearn", timed["sklearn"],
+                "ours", timed["ours"], GOALS[metric], higher_is_better=True, load_before=load_before)
         print(f"  |d score| {d_score:.1e}  max |d sample| {d_samples:.1e}  {'OK' if ok else 'MISMATCH'}", flush=True)
 
     if args.large:
