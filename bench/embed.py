@@ -1,8 +1,10 @@
 """Throughput of analysis.embed.embed_paths against a bare torch loop over the same images.
 
 Both use the same model, images, batch size, DataLoader settings (workers, pinned memory,
-prefetch) and device, in the same run; rounds alternate so drifting machine load hits both.
-Target: embed_paths within 10% of the bare loop (ratio >= 0.90).
+prefetch) and device, in the same run; rounds alternate which side goes first. Prints the
+per-round time ratio embed_paths/bare (min / median / max), CPU time per side, the load average
+and a verdict that says when the machine was too loaded to conclude. Target: embed_paths within
+10% of the bare loop (time ratio <= 1/0.90).
 
     .venv/bin/python bench/embed.py                       # ~1-2 min on 2 CPU cores
     .venv/bin/python bench/embed.py --images 4096 --size 512 --arch resnet50 --input 224 \
@@ -21,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from paired import Timed, compare, load_average  # noqa: E402
 
 
 def write_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path]:
@@ -118,32 +123,27 @@ def main(argv=None) -> int:
             return embed_paths(paths, model, batch_size=args.batch_size, num_workers=workers, device=device,
                                amp=args.amp, progress=False)
 
+        load_before = load_average()
         # warm-up (allocator, cudnn autotuning, page cache), and a check that both compute the same
         reference, ours = run_bare(), run_embed()
         tolerance = 2e-2 if args.amp else 1e-4
         if not np.allclose(reference, ours, rtol=tolerance, atol=tolerance):
             print(f"MISMATCH: max |diff| {np.abs(reference - ours).max():.3g}", file=sys.stderr)
             return 1
-        times = {"bare": [], "embed_paths": []}
-        for _ in range(args.rounds):
-            for name, fn in (("bare", run_bare), ("embed_paths", run_embed)):
+        timed = {"bare": Timed(), "embed_paths": Timed()}
+        for r in range(args.rounds):
+            # alternate which side goes first: on a shared machine the second is often slower
+            for name, fn in (("bare", run_bare), ("embed_paths", run_embed))[::1 if r % 2 == 0 else -1]:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-    # best round: other processes on the machine only ever slow a round down, never speed it up
-    rates = {name: len(paths) / min(t) for name, t in times.items()}
-    for name, rate in rates.items():
-        spread = ", ".join(f"{len(paths) / t:.1f}" for t in times[name])
-        print(f"{name:>12}: {rate:8.1f} images/s best of {args.rounds} (median "
-              f"{len(paths) / statistics.median(times[name]):.1f}; rounds: {spread})")
-    ratio = rates["embed_paths"] / rates["bare"]
-    median_ratio = statistics.median(times["bare"]) / statistics.median(times["embed_paths"])
-    print(f"ratio embed_paths / bare = {ratio:.3f} ({(1 - ratio) * 100:+.1f}% overhead; target < 10%; "
-          f"median ratio {median_ratio:.3f}) -> {'OK' if ratio >= 0.90 else 'ABOVE TARGET'}")
+                timed[name].run(lambda: (fn(), torch.cuda.synchronize() if device.type == "cuda" else None))
+            print(f"  round {r + 1}: bare {timed['bare'].wall[-1]:.2f} s, embed_paths {timed['embed_paths'].wall[-1]:.2f} s",
+                  flush=True)
+    for name, t in timed.items():
+        print(f"{name:>12}: {len(paths) / statistics.median(t.wall):8.1f} images/s (median of {args.rounds})")
+    # CPU time: this process only; with --workers > 0 the image decoding runs in worker processes
+    compare("embed_paths / bare time (target: overhead < 10 %)", "embed_paths", timed["embed_paths"], "bare",
+            timed["bare"], 1 / 0.90, higher_is_better=False, load_before=load_before)
     return 0
 
 
