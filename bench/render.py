@@ -89,29 +89,33 @@ def bare_loop(spec, n: int, tmp: Path) -> None:
 
 
 def pipeline(spec, out: Path, durability: list[float] | None = None) -> None:
-    """render_samples into `out`; adds the seconds spent in journal commits (fsyncs, renames)
-    to `durability`."""
+    """render_samples into `out`; adds to `durability` the seconds the render thread spent in
+    journal commits (fsyncs, renames; most run beside the next render, see Journal)."""
     import bpy
 
     from blender_addon.blender import render as render_mod
     from blender_addon.core import render_set
 
-    commit = render_set.Journal.commit
+    originals = {name: getattr(render_set.Journal, name) for name in ("commit", "commit_in_background")}
 
-    def timed_commit(journal):
-        t = time.perf_counter()
-        try:
-            commit(journal)
-        finally:
-            if durability is not None:
-                durability.append(time.perf_counter() - t)
+    def timed(method):
+        def run(journal):
+            t = time.perf_counter()
+            try:
+                method(journal)
+            finally:
+                if durability is not None:
+                    durability.append(time.perf_counter() - t)
+        return run
 
-    render_set.Journal.commit = timed_commit
+    for name, method in originals.items():
+        setattr(render_set.Journal, name, timed(method))
     try:
         render_set.render_samples(spec, out, render_mod.make_image_renderer(spec), progress=False,
                                   blender_version=bpy.app.version_string)
     finally:
-        render_set.Journal.commit = commit
+        for name, method in originals.items():
+            setattr(render_set.Journal, name, method)
 
 
 def overhead(args, load_before: float) -> None:
@@ -142,7 +146,7 @@ def overhead(args, load_before: float) -> None:
         per = lambda xs: 1000 * sum(xs) / (len(xs) * args.n)  # noqa: E731 ms per image
         print(f"masks={'on ' if masks else 'off'}: bare {per(bare.wall):6.1f} ms/img (CPU {per(bare.cpu):6.1f}, "
               f"sys {per(bare.system):5.1f}), pipeline {per(ours.wall):6.1f} ms/img (CPU {per(ours.cpu):6.1f}, "
-              f"sys {per(ours.system):5.1f}); of which durability (journal commits: fsyncs, renames) "
+              f"sys {per(ours.system):5.1f}); of which the render thread waited on journal commits (fsyncs, renames) "
               f"{1000 * sum(durability) / (args.rounds * args.n):.1f} ms/img")
         for name, ratios in (("wall", wall), ("CPU", cpu)):
             print(f"  pipeline / bare {name} time per round: {spread(ratios)}; goal <= {OVERHEAD_GOAL:.2f}: "

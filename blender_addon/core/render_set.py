@@ -46,6 +46,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 import uuid
 import zlib
@@ -170,8 +171,9 @@ def _fsync_dir(path: Path) -> None:
 
 class Journal:
     """This process's journal: one JSON line per complete image (opened lazily), written in
-    batches: `add` queues an image whose files are still at their temporary names, `commit`
-    puts the queued files in place and journals them with one fsync of the journal.
+    batches: `add` queues an image whose files are still at their temporary names, `commit` (or
+    `commit_in_background` while rendering) puts the queued files in place and journals them
+    with one fsync of the journal.
 
     One file per (host, process): a GUI that calls the loop once per image appends to the same
     file. A line left torn by an earlier failure is closed with a newline before appending.
@@ -180,7 +182,10 @@ class Journal:
     def __init__(self, root: Path, clock: Callable[[], float] = time.monotonic):
         self.path = root / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self._handle = None
-        self._queue: list[tuple[str, list[tuple[Path, Path]]]] = []
+        self._queue: list[tuple[str, list[tuple[Path, Path]]]] = []  # (journal line, files)
+        self._failed: list[tuple[str, list[tuple[Path, Path]]]] = []  # a batch whose commit failed
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         self._clock = clock
         self._last_commit = -float("inf")  # the first image is committed at once: progress shows early
 
@@ -197,30 +202,64 @@ class Journal:
         self.add(index, file_name, mask_file_name, bbox=bbox)
         self.commit()
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     def due(self) -> bool:
         """True once a commit is due: for the first image, then COMMIT_SECONDS after the previous one."""
         return bool(self._queue) and self._clock() - self._last_commit >= COMMIT_SECONDS
 
+    def commit_in_background(self) -> None:
+        """Commit the queue on a helper thread while the next image renders: the fsync waits
+        leave the render thread (Cycles renders without holding the GIL). One batch at a time,
+        in order: this first waits for the previous batch, and raises its error if it failed."""
+        self.wait()
+        batch, self._queue = self._queue, []
+        self._last_commit = self._clock()
+        self._thread = threading.Thread(target=self._commit_in_thread, args=(batch,), daemon=True,
+                                        name="carprobe-journal-commit")
+        self._thread.start()
+
+    def _commit_in_thread(self, batch) -> None:
+        try:
+            self._commit_batch(batch)
+        except BaseException as exc:  # raised in the render thread by wait()
+            self._failed, self._error = batch, exc
+
+    def wait(self) -> None:
+        """Wait for a batch being committed in the background; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
     def commit(self) -> None:
-        """Put the queued images in place and journal them.
+        """Put the queued images in place and journal them, now (after a batch in flight)."""
+        self.wait()
+        batch, self._failed = self._failed + self._queue, []  # a failed batch is tried again first
+        self._queue = []
+        try:
+            self._commit_batch(batch)
+        except BaseException:
+            self._failed = batch
+            raise
+        self._last_commit = self._clock()
+
+    def _commit_batch(self, batch) -> None:
+        """Put a batch's files in place and journal them.
 
         Crash safety: a journal line must never name a file that a crash or power loss can take
-        away, and a final name must never hold half a file. So, in this order: every queued
-        file's data reaches the disk (fsync), then gets its final name (os.replace, atomic), then
-        each folder holding new names reaches the disk (one fsync per folder), and only then are
-        the lines written and the journal fsync'd. A crash before that last fsync loses the
-        batch's lines, never a listed file: the resume renders those images again (their final
-        names are overwritten). Batching costs at most COMMIT_SECONDS of rendering on a crash and
-        saves ~5 fsyncs per image (image, mask, two folders, journal) for one journal fsync per
-        batch; back-to-back file fsyncs are cheap, since the first one's commit carries the rest.
+        away, and a final name must never hold half a file. So, in this order: every file's data
+        reaches the disk (fsync), then gets its final name (os.replace, atomic), then each folder
+        holding new names reaches the disk (one fsync per folder), and only then are the lines
+        written and the journal fsync'd. A crash before that last fsync loses the batch's lines,
+        never a listed file: the resume renders those images again (their final names are
+        overwritten). Batching costs at most COMMIT_SECONDS of rendering on a crash and saves ~5
+        fsyncs per image (image, mask, two folders, journal) for one journal fsync per batch;
+        back-to-back file fsyncs are cheap, since the first one's commit carries the rest.
         """
-        if not self._queue:
+        if not batch:
             return
-        files = [pair for _, pair_list in self._queue for pair in pair_list]
+        files = [pair for _, pair_list in batch for pair in pair_list]
         for tmp, _ in files:
             _fsync_file(tmp)
         for tmp, final in files:
@@ -233,20 +272,25 @@ class Journal:
             if torn:
                 self._handle.write("\n")
             _fsync_dir(self.path.parent)
-        self._handle.write("".join(line + "\n" for line, _ in self._queue))
+        self._handle.write("".join(line + "\n" for line, _ in batch))
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._queue.clear()
-        self._last_commit = self._clock()
 
     def discard(self) -> None:
-        """Forget the queue and delete its temporary files (a commit that cannot succeed)."""
-        for _, files in self._queue:
+        """Forget what is not journaled and delete its temporary files (a commit that cannot
+        succeed: those images are rendered again on resume)."""
+        try:
+            self.wait()
+        except BaseException:
+            pass
+        for _, files in self._failed + self._queue:
             for tmp, _ in files:
                 tmp.unlink(missing_ok=True)
-        self._queue.clear()
+        self._failed, self._queue = [], []
 
     def close(self) -> None:
+        if self._thread is not None:  # callers commit first; this only makes sure nothing runs on
+            self._thread.join()
         if self._handle is not None:
             try:
                 self._handle.close()
@@ -647,7 +691,7 @@ class RenderLoop:
         try:
             _render_one(self.root, sample_row(self.spec, index), self.render_image, self._journal)
             if self._journal.due():
-                self._journal.commit()
+                self._journal.commit_in_background()
         except OSError as exc:
             self._commit_complete()
             _raise_disk_full(exc, self.root, len(completed_indices(self.root)))

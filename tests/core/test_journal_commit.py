@@ -95,6 +95,7 @@ def test_a_crash_before_a_commit_leaves_no_line_without_its_files(tmp_path, smal
     loop = render_set.RenderLoop(small_spec, root, FakeRenderer(), progress=False)
     for _ in range(4):
         loop.step()
+        loop._journal.wait()  # a commit in the background has finished (or is killed with us)
         for entry in render_set.journal_entries(root).values():
             assert (root / entry["file_name"]).is_file() and (root / entry["mask_file_name"]).is_file()
     # killed here: only the first image journaled (committed at once); 1-3 wait as temporary files
@@ -106,3 +107,30 @@ def test_a_crash_before_a_commit_leaves_no_line_without_its_files(tmp_path, smal
     render_set.render_samples(small_spec, root, again, progress=False)  # the resume renders them again
     assert again.calls == list(range(1, IMAGES))
     assert not [p for p in root.rglob("*") if ".tmp" in p.name]
+
+
+def test_commits_run_beside_the_render_and_their_errors_reach_the_loop(tmp_path, small_spec, monkeypatch):
+    """A batch commits on a helper thread while the next image renders; a full disk there ends
+    the run with the clear error, the images journaled before it kept."""
+    import errno
+    import threading
+
+    monkeypatch.setattr(render_set, "COMMIT_SECONDS", 0.0, raising=False)  # a commit after every image
+    threads = set()
+    real = render_set._fsync_dir
+    calls = []
+
+    def fsync_dir(path):
+        threads.add(threading.current_thread().name)
+        calls.append(path)
+        if len(calls) == 7:  # the third commit (images, masks, journal folder first, then 2 a commit)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path)
+
+    monkeypatch.setattr(render_set, "_fsync_dir", fsync_dir)
+    with pytest.raises(render_set.CarprobeError, match="no space left") as info:
+        render_set.render_samples(small_spec, tmp_path / "set", FakeRenderer(), progress=False)
+    assert "carprobe-journal-commit" in threads
+    kept = sorted(render_set.completed_indices(tmp_path / "set"))
+    assert kept == [0, 1] and "2 complete images are kept" in str(info.value)
+    assert not [p for p in (tmp_path / "set").rglob("*") if ".tmp" in p.name]
