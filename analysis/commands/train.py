@@ -95,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
         if "loss" not in given:
             raise CarprobeError("--loss-param: give --loss too (the parameters belong to one loss; a resumed "
                                 "run keeps its own)")
-        loss_params, miner_params = parse_loss_params(given["loss"], args.loss_param)
+        rho_reg = float(given.get("rho_reg") or 0.0)
+        loss_params, miner_params = parse_loss_params(given["loss"], args.loss_param, rho_reg)
         spec = LOSSES[given["loss"]]  # with the defaults, as config.json records them: a resume compares equal
         given["loss_params"] = {**spec.params, **loss_params}
-        given["miner_params"] = {**spec.miner_params, **miner_params}
+        given["miner_params"] = {**spec.miner_for(rho_reg)[1], **miner_params}
 
     from ..train.config import TrainConfig
     from ..train.loop import train

@@ -141,11 +141,13 @@ def loss_table() -> str:
     return "\n".join(lines)
 
 
-def parse_loss_params(loss: str, items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def parse_loss_params(loss: str, items: list[str], rho_reg: float = 0.0) -> tuple[dict[str, Any], dict[str, Any]]:
     """`--loss-param KEY=VALUE` items → (loss_params, miner_params) for `loss`: keys from the
-    table's defaults (`--list-losses`), ``miner.KEY`` for the miner; each value parsed as the
-    type of its default. CarprobeError names the item and what is allowed."""
+    table's defaults (`--list-losses`), ``miner.KEY`` for the miner the run uses (with ρ, triplet
+    mines distance-weighted); each value parsed as the type of its default. CarprobeError names
+    the item and what is allowed."""
     spec = loss_spec(loss)
+    _, miner_defaults = spec.miner_for(rho_reg)
     loss_params: dict[str, Any] = {}
     miner_params: dict[str, Any] = {}
     for item in items:
@@ -153,11 +155,11 @@ def parse_loss_params(loss: str, items: list[str]) -> tuple[dict[str, Any], dict
         key, text = key.strip(), text.strip()
         is_miner = key.startswith("miner.")
         name = key[len("miner."):] if is_miner else key
-        defaults = spec.miner_params if is_miner else spec.params
+        defaults = miner_defaults if is_miner else spec.params
         if not sep or not name or not text:
             raise CarprobeError(f"--loss-param {item!r}: expected KEY=VALUE (miner.KEY=VALUE for the miner)")
         if name not in defaults:
-            allowed = [*spec.params, *(f"miner.{k}" for k in spec.miner_params)]
+            allowed = [*spec.params, *(f"miner.{k}" for k in miner_defaults)]
             raise CarprobeError(f"--loss-param {item!r}: loss {loss} has no parameter {key!r}; allowed: "
                                 f"{', '.join(allowed) or 'none'} (see --list-losses)")
         (miner_params if is_miner else loss_params)[name] = _parse_like(text, defaults[name], item)

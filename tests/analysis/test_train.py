@@ -131,7 +131,7 @@ def test_render_set_training_through_the_cli(tmp_path, capsys):
     argv = ["train", "--data", str(render_set), "--label", "shape", "--loss", "triplet", "--rho-reg", "0.3",
             "--arch", "resnet18", "--dim", "16", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
             "--samples-per-class", "2", "--lr", "1e-3", "--workers", "0", "--device", "cpu",
-            "--loss-param", "margin=0.1", "--loss-param", "miner.type_of_triplets=hard", "--out", str(out)]
+            "--loss-param", "margin=0.1", "--loss-param", "miner.cutoff=0.4", "--out", str(out)]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "best Recall@1" in captured.out
@@ -140,7 +140,8 @@ def test_render_set_training_through_the_cli(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert (config["label"], config["rho_reg"], config["data"]) == ("shape", 0.3, str(render_set.resolve()))
     assert config["loss_params"] == {"margin": 0.1}  # the table's defaults, overridden
-    assert config["miner_params"] == {"margin": 0.2, "type_of_triplets": "hard"}
+    # triplet + ρ mines distance-weighted (Roth's ρ sampler): its parameters are the miner's
+    assert config["miner_params"] == {"cutoff": 0.4, "nonzero_loss_cutoff": 4.0}
     assert len(pd.read_csv(out / "metrics.csv")) == 2
     assert main(argv[:-2] + ["--epochs", "2", "--resume", "--out", str(out)]) == 0
     assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [0, 1, 2]
