@@ -73,9 +73,9 @@ def silhouette_samples(X: Any, labels: Any, metric: str = "cosine", device: str 
     """
     t, codes, k, dev = _prepare(X, labels, metric, device)
     if metric == "cosine":
-        with _cpu_threads(dev, busy_only=True):  # 5-15x faster on a busy machine (see _cpu_threads)
+        with _cpu_threads(dev):  # 5-15x faster on a busy machine (see _cpu_threads)
             return _cosine_silhouettes(t, codes, k, dev, chunk_size)
-    with _cpu_threads(dev, busy_only=True):
+    with _cpu_threads(dev):
         return _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=None)
 
 
@@ -123,7 +123,7 @@ def silhouette_estimate(X: Any, labels: Any, metric: str = "euclidean", sample_s
         rows = np.arange(n)
     else:
         rows = np.sort(np.random.default_rng(random_state).choice(n, size=m, replace=False))
-    with _cpu_threads(dev, busy_only=True):
+    with _cpu_threads(dev):
         if metric == "cosine":
             s = _cosine_silhouettes(t, codes, k, dev, chunk_size, rows=rows)
         else:
@@ -226,8 +226,7 @@ def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torc
     b = torch.full((len(pos),), math.inf, dtype=torch.float64, device=dev)
     own_c_np = own_c.cpu().numpy()
     cand_np = candidates.cpu().numpy()
-    with _cpu_threads(dev):  # ~k small products: threads only add barriers
-        _exact_candidate_sums(x64, pos, own_c_np, cand_np, starts_np, counts_np, block, own_sum, b)
+    _exact_candidate_sums(x64, pos, own_c_np, cand_np, starts_np, counts_np, block, own_sum, b)
     own_counts = counts[own_c]
     a = own_sum / (own_counts - 1).clamp(min=1)
     s_sorted = _combine(a, b, own_counts)
@@ -240,12 +239,12 @@ def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torc
 
 
 @contextlib.contextmanager
-def _cpu_threads(dev: torch.device, busy_only: bool = False):
-    """Run CPU kernels on one thread (with `busy_only`: only while the machine is busy, its 1-min
-    load average at or above its cores). Every multi-threaded kernel ends in a barrier; when
-    other processes hold the cores, a thread spins there for a whole time slice: a 2 s
-    Euclidean silhouette took 20 s, with CPU time equal to wall time."""
-    if dev.type != "cpu" or (busy_only and not _machine_busy()):
+def _cpu_threads(dev: torch.device):
+    """Run CPU kernels on one thread while the machine is busy (see _machine_busy). Every
+    multi-threaded kernel ends in a barrier; when other processes hold the cores, a thread
+    spins there for a whole time slice: a 2 s Euclidean silhouette took 20 s, its CPU time
+    equal to its wall time. A quiet machine keeps torch's thread setting."""
+    if dev.type != "cpu" or not _machine_busy():
         yield
         return
     before = torch.get_num_threads()
@@ -257,14 +256,20 @@ def _cpu_threads(dev: torch.device, busy_only: bool = False):
 
 
 def _machine_busy() -> bool:
+    """Other runnable tasks now (/proc/loadavg), or the 1-min load average, fill every core."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     try:
-        return os.getloadavg()[0] >= cores
-    except OSError:  # no load average on this platform
-        return False
+        with open("/proc/loadavg") as handle:
+            fields = handle.read().split()
+        return int(fields[3].split("/")[0]) - 1 >= cores or float(fields[0]) >= cores  # - 1: this thread
+    except (OSError, ValueError, IndexError):  # not Linux
+        try:
+            return os.getloadavg()[0] >= cores
+        except OSError:
+            return False
 
 
 def _exact_candidate_sums(x64: torch.Tensor, pos: np.ndarray, own_c_np: np.ndarray, cand_np: np.ndarray,
