@@ -69,13 +69,13 @@ def silhouette_samples(X: Any, labels: Any, metric: str = "cosine", device: str 
     strings). metric: "cosine" (1 - cos similarity of L2-normalised rows) or "euclidean".
     device: torch device to compute on (default: X's device, else CPU), e.g. "cuda".
     chunk_size: rows per chunk (cosine) or tile side (Euclidean); default depends on the device.
-    Returns a float64 numpy array of length n_samples.
+    Returns a float64 numpy array of length n_samples. On a CPU whose cores other processes
+    already fill, it runs on one thread (torch's setting is restored afterwards).
     """
     t, codes, k, dev = _prepare(X, labels, metric, device)
-    if metric == "cosine":
-        with _cpu_threads(dev):  # 5-15x faster on a busy machine (see _cpu_threads)
+    with _cpu_threads(dev):  # 5-15x faster on a busy machine (see _cpu_threads)
+        if metric == "cosine":
             return _cosine_silhouettes(t, codes, k, dev, chunk_size)
-    with _cpu_threads(dev):
         return _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=None)
 
 
