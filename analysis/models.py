@@ -46,8 +46,8 @@ REFS_HELP = ("accepted models: a carprobe checkpoint (.pt/.pth written by save_c
              "`carprobe train`), a TorchScript file (torch.jit.save), a reality-check experiment folder "
              "(holding saved_models/trunk_best[<E>].pth and embedder_best[<E>].pth), or a spec "
              "'torchvision:<arch>[:dim]' (pretrained trunk + head), 'imagenet:<arch>' (pretrained "
-             "features, no DML training) or 'untrained:<arch>[:dim][:seed=N]' (seeded random init), "
-             f"with arch in {', '.join(ARCHS)}")
+             "features, no DML training) or 'untrained:<arch>[:dim][:seed=N]' (seeded random init), each "
+             f"optionally ':size=S' (input px), with arch in {', '.join(ARCHS)}")
 
 
 # --- preprocessing ---------------------------------------------------------------------
@@ -779,12 +779,13 @@ def load_torchscript(path: str | Path, preprocess: Preprocess | dict | str | Non
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network named by a spec string: '<kind>:<arch>[:dim][:seed=N]' (see SPEC_KINDS)."""
+    """A network named by a spec string: '<kind>:<arch>[:dim][:seed=N][:size=S]' (see SPEC_KINDS)."""
 
     kind: str
     arch: str
     dim: int
     seed: int = 0
+    size: int | None = None  # input side in px (the arch's preprocessing at that size); None: native
 
     @property
     def pretrained(self) -> bool:
@@ -796,37 +797,43 @@ def is_model_spec(ref: object) -> bool:
 
 
 def parse_model_spec(ref: str) -> ModelSpec:
-    """'torchvision:resnet50[:dim]', 'imagenet:efficientnet_lite0', 'untrained:resnet18[:dim][:seed=N]'
-    → ModelSpec. dim defaults to 128 for torchvision: and to 0 (pooled trunk features) otherwise."""
+    """'torchvision:resnet50[:dim]', 'imagenet:efficientnet_lite0', 'untrained:resnet18[:dim][:seed=N]',
+    each optionally ':size=S' (input side in px) → ModelSpec. dim defaults to 128 for torchvision:
+    and to 0 (pooled trunk features) otherwise."""
     kind, _, rest = str(ref).partition(":")
     parts = rest.split(":") if rest else []
     usage = (f"model spec {ref!r}: expected torchvision:<arch>[:dim], imagenet:<arch> or "
-             f"untrained:<arch>[:dim][:seed=N] with arch in {', '.join(ARCHS)}")
-    if kind not in SPEC_KINDS or not parts or parts[0] not in ARCHS or len(parts) > 3:
+             f"untrained:<arch>[:dim][:seed=N], each optionally :size=S, with arch in {', '.join(ARCHS)}")
+    if kind not in SPEC_KINDS or not parts or parts[0] not in ARCHS or len(parts) > 4:
         raise CarprobeError(usage)
-    dim, seed = SPEC_DEFAULT_DIM[kind], 0
+    dim, seed, size = SPEC_DEFAULT_DIM[kind], 0, None
     for part in parts[1:]:
-        if kind == "untrained" and part.startswith("seed="):
-            if not part[5:].isdigit():
-                raise CarprobeError(f"model spec {ref!r}: seed {part[5:]!r} must be a non-negative integer")
-            seed = int(part[5:])
+        key, eq, value = part.partition("=")
+        if eq and key in ("seed", "size"):
+            if not value.isdigit() or (key == "size" and int(value) < 16):
+                raise CarprobeError(f"model spec {ref!r}: {key} {value!r} must be "
+                                    + ("an integer >= 16" if key == "size" else "a non-negative integer"))
+            if key == "seed" and kind != "untrained":
+                raise CarprobeError(f"model spec {ref!r}: seed= applies to untrained:<arch> only (pretrained "
+                                    "weights are what they are)")
+            seed, size = (int(value), size) if key == "seed" else (seed, int(value))
         elif kind != "imagenet" and part.isdigit():
             dim = int(part)
-        elif kind == "imagenet":
-            raise CarprobeError(f"model spec {ref!r}: imagenet:<arch> takes nothing after the arch (it is the "
-                                "pretrained network's pooled features; use torchvision:<arch>:<dim> for a head)")
+        elif kind == "imagenet" and part.isdigit():
+            raise CarprobeError(f"model spec {ref!r}: imagenet:<arch> takes no dim (it is the pretrained "
+                                "network's pooled features; use torchvision:<arch>:<dim> for a head)")
         else:
-            raise CarprobeError(f"model spec {ref!r}: {part!r} is neither a dim (a non-negative integer)"
-                                + (" nor seed=N" if kind == "untrained" else "") + f"; {usage}")
-    return ModelSpec(kind, parts[0], dim, seed)
+            raise CarprobeError(f"model spec {ref!r}: {part!r} is neither a dim (a non-negative integer) "
+                                f"nor seed=N / size=S; {usage}")
+    return ModelSpec(kind, parts[0], dim, seed, size)
 
 
 def _spec_model(ref: str, random_init: bool, weights: str | Path | None) -> EmbeddingModel:
     spec = parse_model_spec(ref)
     if random_init and spec.kind == "torchvision":
         # --random-init on a torchvision spec is the untrained baseline of that network
-        spec = ModelSpec("untrained", spec.arch, spec.dim, spec.seed)
-        ref = f"untrained:{spec.arch}:{spec.dim}"
+        spec = ModelSpec("untrained", spec.arch, spec.dim, spec.seed, spec.size)
+        ref = f"untrained:{spec.arch}:{spec.dim}" + (f":size={spec.size}" if spec.size else "")
     if weights is not None and not spec.pretrained:
         raise CarprobeError(f"model {ref!r}: an untrained network takes no weights file (--weights {weights}); "
                             "use torchvision:<arch> or imagenet:<arch>")
@@ -834,7 +841,7 @@ def _spec_model(ref: str, random_init: bool, weights: str | Path | None) -> Embe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = build_model(spec.arch, dim=spec.dim, random_init=not spec.pretrained, weights=weights,
-                            name=ref).eval()
+                            preprocess=arch_preprocess(spec.arch, spec.size), name=ref).eval()
     model.extra = {"source": spec.kind, "seed": spec.seed, "weights": None if weights is None else str(weights)}
     return model
 

@@ -4,10 +4,12 @@
 
 1. render `scenes/quick.toml` (one factor at a time) and `scenes/demo_train.toml` (many car
    identities) in Blender worker processes (bpy never shares a process with torch);
-2. train small models with clearly different losses on the training set;
-3. embed the quick set with every model; property silhouettes, NR-Prec, embedding-space and
-   retrieval metrics; saliency maps, their correlations and mask shares;
-4. write report.html and print its path and a short summary.
+2. fine-tune the ImageNet EfficientNet-Lite0 with clearly different losses on the training set;
+3. measure every model and the two baselines (the ImageNet-only network, `imagenet:<arch>`, and
+   an untrained one, `untrained:<arch>`) on the training set's unseen classes;
+4. embed the quick set with every model; property silhouettes, NR-Prec, embedding-space and
+   retrieval metrics; saliency maps, their correlations, mask shares and their untrained floor;
+5. write report.html and print its path and a short summary.
 
 Every step is an ordinary carprobe command (render, train, report, saliency) called with the
 same arguments a user would type, so the demo is also the worked example of the CLI. Reruns
@@ -30,7 +32,7 @@ TRAIN_SPEC = REPO_ROOT / "scenes" / "demo_train.toml"
 # One classification-based loss, one ranking-based loss, and the ranking loss with
 # ρ-regularisation: the contrasts of Kobs et al. (classification vs ranking) and Roth et al. (ρ).
 DEFAULT_RUNS = ("normalizedsoftmax", "multisimilarity", "margin:0.3")
-SALIENCY_COMPARISON = "saliency_compare.csv"  # written by `carprobe saliency`
+SUMMARY_FILE = "summary.txt"  # the printed summary, kept next to the report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,13 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--render-workers", type=int, default=2, help="Blender processes per render")
     parser.add_argument("--train-limit", type=int, default=None, help="render only the first N training images")
     parser.add_argument("--quick-limit", type=int, default=None, help="render only the first N analysed images")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per model")
-    parser.add_argument("--arch", default="resnet18", help="backbone of the trained models")
-    parser.add_argument("--image-size", type=int, default=96, help="training/analysis input size (px)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs per model")
+    parser.add_argument("--arch", default="efficientnet_lite0",
+                        help="backbone of the trained models and the baselines (default efficientnet_lite0: "
+                             "its ImageNet weights come with the analysis extra)")
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="ImageNet weights file for a torchvision --arch (EfficientNet-Lite needs none)")
+    parser.add_argument("--image-size", type=int, default=128, help="training input size (px)")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    parser.add_argument("--lr", type=float, default=1e-3,
-                        help="learning rate (higher than the fine-tuning default: the demo trains from scratch)")
-    parser.add_argument("--saliency-images", type=int, default=12, help="images explained per model")
+    parser.add_argument("--samples-per-class", type=int, default=4, help="images of each class per batch")
+    parser.add_argument("--lr", type=float, default=1e-4,
+                        help="learning rate of the trunk (10 x the fair setup's 1e-5: the demo trains briefly)")
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the embedding head")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
+                        help="leave out the imagenet:<arch> and untrained:<arch> baselines")
+    parser.add_argument("--saliency-images", type=int, default=8, help="images explained per model")
+    parser.add_argument("--sanity-images", type=int, default=4,
+                        help="images of the randomisation check of the first model (its fully randomised copy "
+                             "is the saliency floor)")
     parser.add_argument("--saliency-method", default="ig", help="attribution method (see `carprobe saliency -h`)")
     common.add_device(parser)
     common.add_progress(parser)
@@ -70,20 +83,24 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     sets, run_root, results = out / "sets", out / "runs", out / "report"
     started = time.monotonic()
-    steps = 5
+    steps = 6
     _step(1, steps, f"render {args.quick_spec.name} -> {sets / 'quick'}")
     _render(args.quick_spec, sets / "quick", args.render_workers, args.quick_limit, args.progress)
     _step(2, steps, f"render {args.train_spec.name} -> {sets / 'train'}")
     _render(args.train_spec, sets / "train", args.render_workers, args.train_limit, args.progress)
 
-    _step(3, steps, f"train {len(runs)} model(s) -> {run_root}")
+    _step(3, steps, f"fine-tune {args.arch} with {len(runs)} loss(es) -> {run_root}")
     models, names = [], []
     for loss, rho in runs:
         name = loss if rho is None else f"{loss}+rho{rho:g}"
         run_dir = run_root / name
         command = ["train", "--data", str(sets / "train"), "--label", "car_id", "--loss", loss,
                    "--arch", args.arch, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-                   "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--device", args.device, "--out", str(run_dir)]
+                   "--batch-size", str(args.batch_size), "--samples-per-class", str(args.samples_per_class),
+                   "--lr", str(args.lr), "--head-lr", str(args.head_lr), "--device", args.device,
+                   "--out", str(run_dir)]
+        if args.weights is not None:
+            command += ["--weights", str(args.weights)]
         if rho is not None:
             command += ["--rho-reg", str(rho)]
         if (run_dir / "last.pt").is_file():
@@ -94,29 +111,67 @@ def run(args: argparse.Namespace) -> int:
         names.append(name)
     for ref in args.models:
         models.append(str(ref))
-        names.append(Path(ref).stem if Path(ref).suffix else Path(ref).name)
+        names.append(str(ref) if ":" in str(ref) else Path(ref).stem if Path(ref).suffix else Path(ref).name)
+    # the baselines: the same backbone with ImageNet weights only, and with random weights, fed
+    # the same input size as the fine-tuned models (only the weights differ)
+    size = f":size={args.image_size}"
+    baselines = [f"imagenet:{args.arch}{size}", f"untrained:{args.arch}{size}"] if args.baselines else []
+    weights = ["--weights", str(args.weights)] if args.weights is not None and args.baselines else []
 
-    _step(4, steps, f"embed, silhouettes, metrics -> {results}")
-    shared = ["--models", *models, "--names", *names, "--device", args.device, "--out", str(results)]
+    _step(4, steps, f"Recall@1 on the training set's unseen classes, against the baselines -> {results}")
+    _test_class_recall(sets / "train", models + baselines, names + baselines, args, results)
+
+    _step(5, steps, f"embed, silhouettes, NR-Prec, metrics -> {results}")
+    shared = ["--device", args.device, "--out", str(results), *weights]
     progress = [] if args.progress else ["--no-progress"]
-    _carprobe(["report", str(sets / "quick"), *shared, *progress])
-    _step(5, steps, f"saliency ({args.saliency_method}), model correlations, mask shares -> {results}")
-    _carprobe(["saliency", str(sets / "quick"), *shared, "--method", args.saliency_method,
-               "--images", str(args.saliency_images), *progress])
+    _carprobe(["report", str(sets / "quick"), "--models", *models, *baselines, "--names", *names, *baselines,
+               *shared, *progress])
+    _step(6, steps, f"saliency ({args.saliency_method}), model correlations, mask shares, floor -> {results}")
+    # a second untrained network, seeded differently: two nets that learned nothing bound agreement below
+    floor = [f"untrained:{args.arch}:seed=1{size}"] if args.baselines else []
+    _carprobe(["saliency", str(sets / "quick"), "--models", *models, *baselines, *floor,
+               "--names", *names, *baselines, *floor, *shared, "--method", args.saliency_method,
+               "--images", str(args.saliency_images), "--sanity-images", str(args.sanity_images), *progress])
     _carprobe(["report", "--results", str(results), str(sets / "quick")], quiet_stdout=True)
 
     report = results / "report.html"
+    text = summary(results)
+    from blender_addon.core.render_set import atomic_write_text
+
+    atomic_write_text(results / SUMMARY_FILE, text + "\n")
     print(f"\nreport: {report.resolve()}")
-    print(summary(results))
+    print(text)
     print(f"done in {(time.monotonic() - started) / 60:.1f} min")
     return 0
 
 
+def _test_class_recall(train_set: Path, refs: list[str], names: list[str], args, results: Path) -> None:
+    """test_class_recall.csv: every model's Recall@1 on the unseen classes, printed as it goes."""
+    from blender_addon.core.render_set import atomic_write_text
+
+    from ..baselines import TEST_CLASS_RECALL, unseen_class_recall
+    from ..models import is_model_spec, load_model
+
+    models = {}
+    for name, ref in zip(names, refs):
+        takes = args.weights is not None and is_model_spec(ref) and not ref.startswith("untrained:")
+        models[name] = load_model(ref, weights=args.weights if takes else None)
+    table = unseen_class_recall(train_set, models, batch_size=64, device=None if args.device == "auto" else args.device,
+                              progress=args.progress)
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results / TEST_CLASS_RECALL, table.to_csv(index=False))
+    for _, row in table.iterrows():
+        print(f"  {row['model']}: Recall@1 {row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] "
+              f"(chance {row['chance']:.3f})", flush=True)
+
+
 def summary(results_dir: Path) -> str:
-    """A few lines: each model's most and least encoded factor, and how alike their saliency is."""
+    """A few lines: each model's most and least encoded factor, the models against the baselines
+    (Recall@1, significant factors) and how alike their saliency is, next to its floor."""
     import pandas as pd
 
     from ..effects import summary_lines as effect_summary
+    from ..baselines import summary_lines
     from ..report import context as R
 
     lines = ["summary:"]
@@ -131,13 +186,7 @@ def summary(results_dir: Path) -> str:
         lines.append(f"  {model}: most sensitive to {top['factor']} (silhouette {top['value']:+.3f}), "
                      f"least to {low['factor']} ({low['value']:+.3f})")
     lines += effect_summary(results_dir)  # invariant to / like a change of car, per model
-    comparison_path = results_dir / SALIENCY_COMPARISON
-    if comparison_path.is_file():
-        comparison = pd.read_csv(comparison_path)
-        pairs = comparison[comparison["metric"] == "spearman"]  # one row per unordered model pair
-        for _, row in pairs.iterrows():
-            lines.append(f"  saliency {row['model_a']} vs {row['model_b']}: Spearman {row['mean']:+.3f} "
-                         f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] over {int(row['n'])} images")
+    lines += summary_lines(results_dir)  # against the baselines; saliency agreement and its floor
     return "\n".join(lines)
 
 

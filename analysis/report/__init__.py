@@ -54,6 +54,7 @@ Section = Callable[[Path, ReportContext], "str | None"]
 # Modules defining `section(results_dir, context)`, imported at report time when installed.
 PLUGIN_SECTIONS = ("analysis.effects.report_section", "analysis.saliency.report_section",
                    "analysis.train.report_section")
+BASELINES_SECTION = "analysis.baselines.report_section"  # right after the overview: the headline
 
 
 def plugin_section(module_name: str) -> Section:
@@ -78,6 +79,7 @@ def plugin_section(module_name: str) -> Section:
 
 SECTIONS: list[Section] = [
     overview_section,
+    plugin_section(BASELINES_SECTION),
     samples_section,
     silhouette_section,
     per_value_section,

@@ -65,12 +65,14 @@ def test_imagenet_features_differ_from_random_init_and_untrained_seeds():
     imagenet = load_model("imagenet:efficientnet_lite0")
     untrained = load_model("untrained:efficientnet_lite0")
     again = load_model("untrained:efficientnet_lite0")
-    other = load_model("untrained:efficientnet_lite0:seed=1")
+    other = load_model("untrained:efficientnet_lite0:seed=1:size=64")
     with torch.no_grad():
         a, b, c, d = (m.embed(x) for m in (imagenet, untrained, again, other))
     assert (a - b).abs().max() > 0.01 and (b - d).abs().max() > 1e-3
     assert torch.equal(b, c) and untrained.fingerprint == again.fingerprint != other.fingerprint
     assert untrained.name == "untrained:efficientnet_lite0" and weights_kind(untrained) == "random init"
+    # size=S: the arch's own normalisation at S px, as the trainer's test transform
+    assert (other.preprocess.crop, other.preprocess.resize, other.preprocess.mean) == (64, 73, (127.0,) * 3)
     # pretrained BN statistics are not the fresh ones (1 and 0) of a random init
     assert not torch.equal(imagenet.trunk.stem.bn.running_var, untrained.trunk.stem.bn.running_var)
 
@@ -80,9 +82,11 @@ def test_model_spec_grammar():
     spec = parse_model_spec("untrained:resnet18:16:seed=3")
     assert (spec.kind, spec.arch, spec.dim, spec.seed, spec.pretrained) == ("untrained", "resnet18", 16, 3, False)
     assert parse_model_spec("imagenet:efficientnet_lite2").dim == 0
-    for bad, message in (("imagenet:efficientnet_lite0:64", "takes nothing after the arch"),
+    assert parse_model_spec("imagenet:efficientnet_lite0:size=128").size == 128
+    for bad, message in (("imagenet:efficientnet_lite0:64", "takes no dim"),
                          ("untrained:vgg16", "with arch in"), ("untrained:resnet18:seed=x", "seed 'x'"),
-                         ("torchvision:resnet18:seed=1", "neither a dim")):
+                         ("imagenet:resnet18:seed=1", "applies to untrained"), ("untrained:resnet18:size=8", ">= 16"),
+                         ("torchvision:resnet18:big", "neither a dim")):
         with pytest.raises(CarprobeError, match=message):
             parse_model_spec(bad)
 

@@ -40,8 +40,8 @@ def demo_out(tmp_path_factory) -> Path:
     out = root / "out"
     code = main(["demo", "--out", str(out), "--quick-spec", str(quick), "--train-spec", str(train),
                  "--runs", "normalizedsoftmax", "multisimilarity:0.3", "--epochs", "1", "--image-size", "32",
-                 "--batch-size", "16", "--saliency-images", "3", "--render-workers", "1", "--device", "cpu",
-                 "--quiet"])
+                 "--batch-size", "8", "--samples-per-class", "2", "--saliency-images", "3", "--sanity-images", "2",
+                 "--render-workers", "1", "--device", "cpu", "--quiet"])
     assert code == 0
     return out
 
@@ -66,7 +66,7 @@ def test_demo_values_are_sane(demo_out: Path):
     sil = pd.read_csv(results / "silhouettes.csv")
     sil = sil[sil["metric"] == "silhouette"]
     assert len(sil) and sil["value"].between(-1, 1).all()
-    assert set(sil["model"]) == {"normalizedsoftmax", "multisimilarity+rho0.3"}
+    assert set(sil["model"]) == {"normalizedsoftmax", "multisimilarity+rho0.3", *BASELINES}
     compare = pd.read_csv(results / "saliency_compare.csv")
     correlations = compare[compare["metric"].isin(["spearman", "pearson"])]
     assert len(correlations)
@@ -78,11 +78,38 @@ def test_demo_values_are_sane(demo_out: Path):
     assert retrieval["value"].between(0, 1).all()
 
 
+BASELINES = ("imagenet:efficientnet_lite0:size=32", "untrained:efficientnet_lite0:size=32")
+
+
+def test_demo_measures_models_against_the_baselines(demo_out: Path):
+    results = demo_out / "report"
+    recall = pd.read_csv(results / "test_class_recall.csv")
+    assert list(recall["model"]) == ["normalizedsoftmax", "multisimilarity+rho0.3", *BASELINES]
+    assert (recall["ci_low"] <= recall["value"]).all() and (recall["value"] <= recall["ci_high"]).all()
+    assert recall["chance"].between(0, 1, inclusive="neither").all() and (recall["n"] > 0).all()
+    retrieval = pd.read_csv(results / "retrieval.csv")
+    assert set(BASELINES) <= set(retrieval[retrieval["factor"] == "car_id"]["model"])
+    compare = pd.read_csv(results / "saliency_compare.csv")
+    floor = "untrained:efficientnet_lite0:seed=1:size=32"
+    assert ((compare["model_a"] == BASELINES[1]) & (compare["model_b"] == floor)).any()
+    html = (results / "report.html").read_text(encoding="utf-8")
+    assert "Against the baselines" in html and "test classes" in html
+    # the fine-tuned models start from ImageNet EfficientNet-Lite0 and record their own distance
+    from analysis.models import load_model
+
+    model = load_model(demo_out / "runs" / "multisimilarity+rho0.3" / "best.pt")
+    assert model.arch == "efficientnet_lite0" and model.distance == "cosine" and model.frozen_bn
+
+
 def test_demo_summary_names_each_model(demo_out: Path):
     text = demo.summary(demo_out / "report")
+    assert text == (demo_out / "report" / "summary.txt").read_text(encoding="utf-8").rstrip("\n")
     assert "normalizedsoftmax: most sensitive to" in text
     assert "normalizedsoftmax: invariant to" in text  # factor effects against a change of car
-    assert "saliency normalizedsoftmax vs multisimilarity+rho0.3: Spearman" in text
+    assert "normalizedsoftmax vs multisimilarity+rho0.3:" in text
+    assert "test-class Recall@1" in text and "chance" in text
+    assert f"floor: {BASELINES[1]} vs untrained:efficientnet_lite0:seed=1:size=32" in text
+    assert "floor: normalizedsoftmax vs normalizedsoftmax, every layer re-initialised" in text
 
 
 def test_demo_rejects_bad_runs(tmp_path: Path, capsys):
