@@ -72,8 +72,8 @@ def silhouette_samples(X: Any, labels: Any, metric: str = "cosine", device: str 
     Returns a float64 numpy array of length n_samples. On a CPU whose cores other processes
     already fill, it runs on one thread (torch's setting is restored afterwards).
     """
-    t, codes, k, dev = _prepare(X, labels, metric, device)
-    with _cpu_threads(dev):  # 5-15x faster on a busy machine (see _cpu_threads)
+    with _cpu_threads(resolve_device(X, device)):  # 5-15x faster on a busy machine (see _cpu_threads)
+        t, codes, k, dev = _prepare(X, labels, metric, device)
         if metric == "cosine":
             return _cosine_silhouettes(t, codes, k, dev, chunk_size)
         return _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=None)
@@ -114,16 +114,16 @@ def silhouette_estimate(X: Any, labels: Any, metric: str = "euclidean", sample_s
     std(s_sample, ddof=1) / sqrt(m) * sqrt((n - m) / (n - 1)) (finite-population correction).
     Cost O(m n d) instead of O(n^2 d). With sample_size >= n the result is exact (s.e. 0).
     """
-    t, codes, k, dev = _prepare(X, labels, metric, device)
-    n = t.shape[0]
     if not isinstance(sample_size, (int, np.integer)) or isinstance(sample_size, bool) or sample_size < 2:
         raise CarprobeError(f"sample_size={sample_size!r} is not allowed; expected an integer >= 2")
-    m = min(int(sample_size), n)
-    if m == n:
-        rows = np.arange(n)
-    else:
-        rows = np.sort(np.random.default_rng(random_state).choice(n, size=m, replace=False))
-    with _cpu_threads(dev):
+    with _cpu_threads(resolve_device(X, device)):
+        t, codes, k, dev = _prepare(X, labels, metric, device)
+        n = t.shape[0]
+        m = min(int(sample_size), n)
+        if m == n:
+            rows = np.arange(n)
+        else:
+            rows = np.sort(np.random.default_rng(random_state).choice(n, size=m, replace=False))
         if metric == "cosine":
             s = _cosine_silhouettes(t, codes, k, dev, chunk_size, rows=rows)
         else:
