@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--skip-nrprec", action="store_true", help="retrieval only")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # long runs: each line shows as it is printed
 
     import torch
 
