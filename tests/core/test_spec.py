@@ -197,12 +197,18 @@ def run_cli(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_validate_command_prints_summary(capsys):
-    code, out, _ = run_cli(["validate", str(REPO / "scenes/quick.toml")], capsys)
+def test_validate_command_prints_summary(tmp_path, capsys):
+    # 2 bodies x (3 colours + 2 azimuths), each subset repeated per body: 10 samples
+    spec = tmp_path / "small.toml"
+    spec.write_text('schema = 1\nname = "small"\n[design]\nkind = "one_at_a_time"\nacross = ["car.body"]\n'
+                    '[car]\nbody = { values = ["sedan", "suv"] }\n'
+                    '[paint]\ncolor = { values = ["red", "blue", "white"] }\n'
+                    '[camera]\nazimuth = { values = [0.0, 90.0] }\n')
+    code, out, _ = run_cli(["validate", str(spec)], capsys)
     assert code == 0
-    assert "spec: quick (valid)" in out and "samples: 42" in out
+    assert "spec: small (valid)" in out and "samples: 10" in out
     assert "design: one_at_a_time (across car.body)" in out
-    assert "  paint.color: 4 values" in out
+    assert "  paint.color: 3 values" in out and "  camera.azimuth: 2 values" in out
 
 
 def test_validate_command_exits_2_with_every_problem_and_no_traceback(tmp_path, capsys):
