@@ -127,7 +127,8 @@ def test_frozen_bn_stays_frozen_in_train():
     assert model.training and model.trunk.layer1.training
     bns = model.batch_norms()
     assert bns and all(not bn.training for bn in bns)
-    assert all(not p.requires_grad for bn in bns for p in bn.parameters())
+    # Roth et al. freeze only the running statistics; the affine weights keep training
+    assert all(p.requires_grad for bn in bns for p in bn.parameters())
     assert model.trunk.conv1.weight.requires_grad and model.head.weight.requires_grad
     before = bns[0].running_mean.clone()
     model(torch.randn(2, 3, 32, 32) * 5 + 3)  # a train-mode forward must not move running stats

@@ -21,13 +21,13 @@ from analysis.report.sections import primary_rows, sample_grid_rows
 
 from tests.analysis.synthetic_set import QUICK_TOML, render_synthetic_set
 
-EXPECTED_SECTIONS = {  # id → title; every one but the overview and the number tables holds a figure
-    "overview": "Overview", "samples": "Sample images", "silhouettes": "Property silhouettes",
+EXPECTED_SECTIONS = {  # id → title; every one but the overview, the baselines and the number tables holds a figure
+    "overview": "Overview", "baselines": "Against the baselines", "samples": "Sample images", "silhouettes": "Property silhouettes",
     "per-value": "Per-value breakdown", "nr-prec": "NR-Prec (Kobs et al.)",
     "embedding-space": "Embedding-space metrics", "retrieval": "Retrieval", "tsne": "t-SNE projections",
     "effects": "Factor effects: a change of factor against a change of car", "tables": "All numbers",
 }
-WITHOUT_FIGURE = {"overview", "tables"}
+WITHOUT_FIGURE = {"overview", "baselines", "tables"}
 
 
 class TinyNet(nn.Module):
