@@ -14,12 +14,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+from blender_addon.commands.render import usable_cores  # one definition of "cores this process may use"
 
 
 def load_average() -> float:

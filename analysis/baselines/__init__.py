@@ -25,9 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.report.context import NR_PREC_SIGNIFICANT
+from analysis.saliency.report_section import saliency_dir
+
 TEST_CLASS_RECALL = "test_class_recall.csv"  # written by `carprobe demo` into the results folder
 TEST_CLASS_COLUMNS = ["model", "label", "metric", "value", "ci_low", "ci_high", "n", "chance", "classes"]
-SIGNIFICANT_Z = 2.576  # NR-Prec: two-sided p = 0.01 (analysis.metrics.nrprec.SIGNIFICANT_Z)
+# NR-Prec: two-sided p = 0.01, the one constant the report states
+SIGNIFICANT_Z = NR_PREC_SIGNIFICANT
 
 
 def baseline_kind(name: str) -> str | None:
@@ -102,14 +106,16 @@ def saliency_floor(results_dir: Path) -> list[dict[str, Any]]:
     pair' (two differently seeded untrained networks) or 'vs randomised copy' (the sanity
     check's last, fully randomised step)."""
     rows: list[dict[str, Any]] = []
-    compare_path = Path(results_dir) / "saliency_compare.csv"
+    # the saliency section's own lookup (results/saliency/ or results/), else the folder itself
+    folder = saliency_dir(results_dir) or Path(results_dir)
+    compare_path = folder / "saliency_compare.csv"
     if compare_path.is_file():
         compare = pd.read_csv(compare_path)
         for _, row in compare[compare["metric"] == "spearman"].iterrows():
             both = baseline_kind(row["model_a"]) == baseline_kind(row["model_b"]) == "untrained"
             rows.append({"kind": "untrained pair" if both else "models", "a": row["model_a"], "b": row["model_b"],
                          "mean": row["mean"], "ci_low": row["ci_low"], "ci_high": row["ci_high"], "n": row["n"]})
-    sanity_path = Path(results_dir) / "saliency_sanity.csv"
+    sanity_path = folder / "saliency_sanity.csv"
     if sanity_path.is_file():
         sanity = pd.read_csv(sanity_path)
         sanity = sanity[sanity["metric"] == "spearman"]

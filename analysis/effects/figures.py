@@ -19,12 +19,16 @@ BASELINE_HATCH = "////"  # baselines (ImageNet-only, untrained) are hatched, tra
 
 
 def model_roles(model_entries: Sequence[Mapping]) -> dict[str, str]:
-    """name → 'untrained' / 'ImageNet only' / '' from results.json-style model entries: a
-    torchvision ref is a backbone nobody trained on cars; with random_init it is untrained."""
+    """name → 'untrained' / 'ImageNet only' / '' from results.json-style model entries: the
+    `imagenet:` and `untrained:` baselines, and a torchvision ref (a backbone nobody trained on
+    cars; with random_init it is untrained)."""
     roles = {}
     for entry in model_entries:
         role = str(entry.get("baseline") or "")
-        if not role and str(entry.get("ref", "")).startswith("torchvision:"):
+        ref = str(entry.get("ref", ""))
+        if not role and ref.startswith(("imagenet:", "untrained:")):
+            role = "untrained" if ref.startswith("untrained:") else "ImageNet only"
+        if not role and ref.startswith("torchvision:"):
             role = "untrained" if entry.get("random_init") else "ImageNet only"
         roles[str(entry.get("name"))] = role
     return roles

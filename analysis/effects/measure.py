@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.saliency.masks import wilson_interval
 from blender_addon.core.errors import CarprobeError
 
 from .pairs import CAR_COLUMN, IDENTITY_COLUMNS, PairPlan, Pairs, factor_kind
@@ -29,7 +30,6 @@ RESPONSE_COLUMNS = ["model", "factor", "delta", "metric", "value", "ci_low", "ci
 N_BOOTSTRAP = 1000
 SEED = 0
 LEVEL = 0.95
-WILSON_Z = 1.959963984540054  # two-sided 95%
 MIN_CARS = 3  # with two cars, every resample that keeps both is the sample itself: no interval
 MAX_DELTAS = 24  # more distinct Δvalues than this (continuous factors): equal-width bins
 DELTA_BINS = 12
@@ -146,18 +146,10 @@ def interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float
     return float(low), float(high)
 
 
-def wilson(successes: int, trials: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """Wilson score interval of a proportion (NaN without trials)."""
-    if trials == 0:
-        return math.nan, math.nan
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    # exact bounds at the ends (the formula leaves rounding noise there)
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == trials else min(1.0, centre + half)
-    return low, high
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (NaN without trials): the saliency pointing
+    game's interval, so both sections report rates the same way."""
+    return wilson_interval(successes, trials)
 
 
 # --- identity kept ----------------------------------------------------------------------

@@ -427,12 +427,6 @@ def folder_marker(root: Path) -> dict[str, Any] | None:
     return None
 
 
-def folder_spec_hash(root: Path) -> str | None:
-    """The spec hash a folder belongs to, None when it is not a carprobe render set."""
-    marker = folder_marker(root)
-    return None if marker is None else marker["spec_hash"]
-
-
 # A file parameter is read only when one of these factors can take the value that uses it.
 _FILE_USED_WHEN = {"car.model_file": (("car.body", "model"),),
                    "lighting.hdri": (("lighting.kind", "hdri"), ("background.kind", "hdri")),

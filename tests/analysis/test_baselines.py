@@ -108,3 +108,17 @@ def test_test_class_recall_matches_retrieval_and_wilson(tmp_path):
     assert 0 <= row["ci_low"] < row["ci_high"] <= 1 and row["ci_low"] <= row["value"] <= row["ci_high"]
     assert row["ci_high"] - row["ci_low"] > 0.2  # 20 queries: a wide interval
     assert np.isfinite(table[["value", "ci_low", "ci_high"]].to_numpy()).all()
+
+
+def test_saliency_floor_reads_a_saliency_subfolder(results, tmp_path):
+    import shutil
+
+    from analysis.saliency.report_section import MANIFEST
+
+    folder = tmp_path / "saliency"
+    folder.mkdir()
+    for name in ("saliency_compare.csv", "saliency_sanity.csv"):
+        shutil.move(str(results / name), folder / name)
+    (folder / MANIFEST).write_text("{}")
+    rows = {(r["kind"], r["a"]): r["mean"] for r in saliency_floor(tmp_path)}
+    assert rows == {("models", "ms"): 0.5, ("untrained pair", UNTRAINED): 0.3, ("vs randomised copy", "ms"): 0.25}

@@ -366,3 +366,12 @@ def test_distances_agree_with_the_saliency_targets_definitions():
         assert np.allclose(got, expected.numpy(), atol=1e-9), kind
         assert np.allclose(Geometry(x, kind).matrix(first)[np.arange(6), second], got, atol=1e-9), kind
     assert np.allclose(Geometry(x, "dot").pairs(first, second), 0.5 * ((x[first] - x[second]) ** 2).sum(axis=1))
+
+
+def test_the_demos_imagenet_and_untrained_specs_are_baselines():
+    from analysis.effects.figures import model_roles
+
+    entries = [{"name": "ns", "ref": "runs/ns/best.pt"},
+               {"name": "inet", "ref": "imagenet:efficientnet_lite0:size=128"},
+               {"name": "rand", "ref": "untrained:efficientnet_lite0:seed=1:size=128"}]
+    assert model_roles(entries) == {"ns": "", "inet": "ImageNet only", "rand": "untrained"}
