@@ -85,6 +85,24 @@ class RenderSetData:
         return digest.hexdigest()
 
 
+def class_sort_key(value):
+    """Numbers numerically, everything else as text (numbers first)."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def label_classes(values: list, where: str) -> tuple[list[str], list[int]]:
+    """(class names as text, sorted by class_sort_key; each value's class id): the one rule
+    training and RenderSetDataset share. `where` names the rows in the error for a missing value."""
+    if any(v is None or (isinstance(v, float) and v != v) or v == "" for v in values):
+        raise CarprobeError(f"{where} have no value")
+    names = sorted({str(v) for v in values}, key=class_sort_key)
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[str(v)] for v in values]
+
+
 class RenderSetDataset:
     """A labelled map-style torch Dataset over a render set (what torchvision's ImageFolder is for
     a folder tree). Item i is ``(image, label, row)``, or ``(image, label, row, mask)`` with
@@ -119,9 +137,10 @@ class RenderSetDataset:
                                 "spec); render it with masks or leave with_mask off")
         self.data, self.label, self.transform = data, label, transform
         self.with_mask, self.mask_transform = with_mask, mask_transform
-        self.classes = sorted(metadata[label].unique().tolist())
+        # the class ids `carprobe train` gives the same label
+        self.classes, self.targets = label_classes(metadata[label].tolist(),
+                                                   f"label {label!r}: some rows of {data.root}/metadata.csv")
         self.class_to_idx = {value: i for i, value in enumerate(self.classes)}
-        self.targets = [self.class_to_idx[value] for value in metadata[label]]
         self._rows = [_collatable(row) for row in metadata.to_dict("records")]
         self._images = ImagePathsDataset(data.image_paths, transform)
 

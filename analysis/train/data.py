@@ -26,18 +26,10 @@ class LabelledImages:
         return len(self.paths)
 
 
-def _sort_key(value):
-    """Numbers numerically, everything else as text (numbers first)."""
-    try:
-        return (0, float(value), "")
-    except (TypeError, ValueError):
-        return (1, 0.0, str(value))
-
-
 def load_labelled_images(path: str | Path, label: str = "car_id") -> LabelledImages:
     """All images of `path` with their classes. A render set (it has dataset.json) takes the
     class from metadata column `label`; otherwise `path` is read as an ImageFolder."""
-    from analysis.data import RenderSetData, image_folder
+    from analysis.data import RenderSetData, class_sort_key, image_folder, label_classes
 
     root = Path(path)
     if not root.exists():
@@ -48,15 +40,10 @@ def load_labelled_images(path: str | Path, label: str = "car_id") -> LabelledIma
         if label not in frame.columns:
             raise CarprobeError(f"--label {label!r}: not a column of {root / 'metadata.csv'}; columns: "
                                 f"{', '.join(map(str, frame.columns))}")
-        values = frame[label].tolist()
-        if any(v is None or (isinstance(v, float) and v != v) or v == "" for v in values):
-            raise CarprobeError(f"--label {label!r}: some rows of {root / 'metadata.csv'} have no value")
-        names = sorted({str(v) for v in values}, key=_sort_key)
-        index = {n: i for i, n in enumerate(names)}
-        return LabelledImages([str(p) for p in data.image_paths], [index[str(v)] for v in values],
-                              names, "render set")
+        names, ids = label_classes(frame[label].tolist(), f"--label {label!r}: some rows of {root / 'metadata.csv'}")
+        return LabelledImages([str(p) for p in data.image_paths], ids, names, "render set")
     paths, labels, names = image_folder(root)
-    order = sorted(range(len(names)), key=lambda i: _sort_key(names[i]))
+    order = sorted(range(len(names)), key=lambda i: class_sort_key(names[i]))
     remap = {old: new for new, old in enumerate(order)}
     return LabelledImages([str(p) for p in paths], [remap[v] for v in labels],
                           [names[i] for i in order], "image folder")

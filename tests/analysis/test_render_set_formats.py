@@ -5,6 +5,7 @@ the car measured from the masks."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -140,3 +141,23 @@ def test_render_set_dataset_in_a_dataloader(two_sets):
         RenderSetDataset(two_sets[1], with_mask=True)
     with pytest.raises(CarprobeError, match="label 'nope': not a column"):
         RenderSetDataset(two_sets[1], label="nope")
+
+
+def test_render_set_dataset_gives_the_class_ids_training_gives(two_sets, tmp_path):
+    from analysis.train.data import load_labelled_images
+
+    # a text label whose values read as numbers: training orders them 9 < 10, never "10" < "9"
+    copy = tmp_path / "set"
+    shutil.copytree(two_sets[0], copy)
+    meta = (copy / "metadata.csv").read_text().splitlines()
+    header = meta[0].split(",")
+    column = header.index("subset")
+    rows = [line.split(",") for line in meta[1:]]
+    for i, row in enumerate(rows):
+        row[column] = "10" if i % 2 else "9"
+    (copy / "metadata.csv").write_text("\n".join([meta[0], *(",".join(r) for r in rows)]) + "\n")
+    for label in ("car_id", "subset"):
+        dataset = RenderSetDataset(copy, label=label)
+        trained = load_labelled_images(copy, label)
+        assert dataset.classes == trained.class_names and dataset.targets == list(trained.labels)
+    assert RenderSetDataset(copy, label="subset").classes == ["9", "10"]
