@@ -35,7 +35,6 @@ from typing import Callable
 import bpy
 
 from ..core.errors import CarprobeError
-from ..core.image_files import DamagedImage, strip_image_metadata
 from . import scene as scene_mod
 
 MASK_STEM = "carprobe_mask"
@@ -190,10 +189,6 @@ def make_image_renderer(spec, threads: int | None = None,
                 mask_rows = _read_mask(folder, w, h) if want_mask else None
         if not Path(image_path).is_file():
             raise CarprobeError(f"render: Blender wrote no image to {image_path}")
-        try:
-            strip_image_metadata(image_path)
-        except DamagedImage:
-            pass  # e.g. cut short by a full disk: the render loop checks and reports it
         if mask_rows is not None:
             write_png_gray8(mask_path, w, h, mask_rows)
     return render_image

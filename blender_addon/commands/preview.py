@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core import render_set
 from ..core.errors import CarprobeError
-from ..core.image_files import DamagedImage, check_image
+from ..core.image_files import DamagedImage, finish_image
 from ..core.sampling import IMAGE_SUFFIX, sample_row
 from ..core.spec import load_spec
 from . import common
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         for tmp, final in ((tmp_out, out), (tmp_mask, mask)):
             if tmp is not None:
                 try:
-                    check_image(tmp)  # a full disk can give a short file without an error
+                    finish_image(tmp)  # a full disk can give a short file without an error
                 except DamagedImage as exc:
                     raise CarprobeError(f"preview: {final} came out damaged ({exc}); is the disk full?") from None
         os.replace(tmp_out, out)

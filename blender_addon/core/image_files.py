@@ -5,7 +5,7 @@ every image and mask before it records it: a PNG must have its signature, every 
 an IHDR first, image data that decompresses to its end, and IEND last; a JPEG its start and
 end markers. Blender also writes the render date and timings as PNG text chunks (JPEG comment
 segments), which would make two renders of identical pixels differ in bytes;
-`strip_image_metadata` drops them.
+`strip_image_metadata` drops them; `finish_image` does both from one read.
 """
 
 from __future__ import annotations
@@ -68,17 +68,34 @@ def png_chunks(data: bytes, decompress: bool = True) -> list[tuple[bytes, bytes]
 
 def check_image(path: str | os.PathLike) -> None:
     """Raise DamagedImage unless `path` is a whole PNG or JPEG file (chosen by its suffix)."""
-    data = Path(path).read_bytes()
-    suffix = Path(path).suffix.lower()
+    _checked_chunks(Path(path).read_bytes(), Path(path).suffix.lower())
+
+
+def finish_image(path: str | os.PathLike) -> None:
+    """check_image, then strip_image_metadata, from one read and one parse: what the render
+    loop does with every new image and mask before recording it."""
+    path = Path(path)
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    chunks = _checked_chunks(data, suffix)
+    stripped = _strip_png(data, chunks) if chunks is not None else _strip_jpeg(data) if suffix in (".jpg", ".jpeg") \
+        else data
+    if stripped != data:
+        path.write_bytes(stripped)  # a failed write raises (OSError), unlike Blender's writer
+
+
+def _checked_chunks(data: bytes, suffix: str) -> list[tuple[bytes, bytes]] | None:
+    """The PNG's chunks (None for other formats) after checking the file is whole."""
     if suffix == ".png":
-        png_chunks(data)
-    elif suffix in (".jpg", ".jpeg"):
+        return png_chunks(data)
+    if suffix in (".jpg", ".jpeg"):
         if not data.startswith(b"\xff\xd8"):
             raise DamagedImage("no JPEG start marker" if data else "empty file")
         if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
             raise DamagedImage(f"truncated at byte {len(data)} (no JPEG end marker)")
     elif not data:
         raise DamagedImage("empty file")
+    return None
 
 
 def strip_image_metadata(path: str | os.PathLike) -> None:
@@ -92,8 +109,9 @@ def strip_image_metadata(path: str | os.PathLike) -> None:
         path.write_bytes(stripped)
 
 
-def _strip_png(data: bytes) -> bytes:
-    chunks = png_chunks(data, decompress=False)  # the render loop checks the image data
+def _strip_png(data: bytes, chunks: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    if chunks is None:
+        chunks = png_chunks(data, decompress=False)  # structure only; check_image checks the data
     kept = [(kind, payload) for kind, payload in chunks if kind not in VOLATILE_PNG_CHUNKS]
     if len(kept) == len(chunks):
         return data

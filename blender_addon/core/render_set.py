@@ -22,11 +22,12 @@ Layout (see DESIGN.md)::
 
 Guarantees: every file is written to a temporary name in its final folder, fsync'd and renamed
 (os.replace), so a reader never sees half a file. Every image and mask is checked to be a whole
-file (image_files.check_image) before it is renamed, and a journal line is written only after
-the image (and mask) are in place, so a journaled index always has whole files. One job owns a
-folder at a time (an exclusive lock; a second one is refused); its worker processes render
-disjoint indices into it at once (each has its own journal). Only an empty folder or one with
-carprobe's marker is used; a job that fails before its first image leaves the folder as it was.
+file (image_files.finish_image, which also drops date stamps) before it is renamed, and a
+journal line is written only after the image (and mask) are in place, so a journaled index
+always has whole files. One job owns a folder at a time (an exclusive lock; a second one is
+refused); its worker processes render disjoint indices into it at once (each has its own
+journal). Only an empty folder or one with carprobe's marker is used; a job that fails before
+its first image leaves the folder as it was.
 Every path read from a journal or metadata.csv must stay inside the set.
 ``metadata.csv`` and ``dataset.json`` are rebuilt from the journals (rows recomputed from the
 spec, which makes them a pure function of the spec and the set of complete indices): at the
@@ -58,7 +59,7 @@ from typing import Any
 
 from . import schema
 from .errors import CarprobeError
-from .image_files import DamagedImage, check_image
+from .image_files import DamagedImage, check_image, finish_image
 from .mask_box import mask_bbox
 from .progress import Progress
 from .sampling import (BBOX_COLUMNS, LIST_COLUMNS, NEVER_EMPTY, column_types, metadata_columns, sample_count,
@@ -804,7 +805,7 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
             if not tmp.is_file():
                 raise RuntimeError(f"the renderer wrote no file {tmp} for {final.name} (sample {row['index']})")
             try:
-                check_image(tmp)  # a full disk can give a short file without an error
+                finish_image(tmp)  # a full disk can give a short file without an error; drop date stamps
             except DamagedImage as exc:
                 raise DamagedImage(f"{final.relative_to(root).as_posix()}: {exc}") from None
     except BaseException:

@@ -384,6 +384,15 @@ def test_check_image_finds_every_kind_of_damage(tmp_path):
     check_image(stamped)
     strip_image_metadata(stamped)
     assert stamped.read_bytes() == data
+    # finish_image: both at once, as the render loop does
+    from blender_addon.core.image_files import finish_image
+    stamped.write_bytes(data[:33] + chunk + data[33:])
+    finish_image(stamped)
+    assert stamped.read_bytes() == data
+    short = tmp_path / "d.png"
+    short.write_bytes((data[:33] + chunk + data[33:])[:-1])
+    with pytest.raises(DamagedImage):
+        finish_image(short)
 
 
 def test_merge_refuses_journal_paths_outside_the_part(tmp_path, small_spec):
