@@ -23,6 +23,7 @@ from ..core import car_models
 from ..core import cars as core_cars
 from ..core.errors import CarprobeError
 from ..core.schema import MASK_PARTS
+from ..core.spec import require_file
 from . import cars as car_builder
 
 COLLECTION = "carprobe"
@@ -123,18 +124,6 @@ def _remove_object(obj) -> None:
             if data.name in blocks and blocks[data.name] == data:
                 blocks.remove(data)
                 break
-
-
-def _resolve(spec, path: str, value: str) -> Path:
-    found = spec.resolve_file(path, value) if hasattr(spec, "resolve_file") else None
-    if found is None:
-        p = Path(value).expanduser()
-        found = p if p.is_file() else None
-    if found is None or not Path(found).is_file():
-        shown = value or "'' (first bundled HDRI in assets/hdri)"
-        raise CarprobeError(f"{path}: file not found: {shown}; give an existing file (absolute, relative to "
-                            f"the spec's folder, or to the repository's assets/)")
-    return Path(found)
 
 
 def _load_image(name: str, path: Path, field: str) -> bpy.types.Image:
@@ -472,7 +461,7 @@ def _apply_world(row, spec, scene) -> None:
     used_images = set()
 
     def hdri_socket(strength_factor: float = 1.0):
-        img = _load_image(P + "hdri", _resolve(spec, "lighting.hdri", str(row["lighting.hdri"])), "lighting.hdri")
+        img = _load_image(P + "hdri", require_file(spec, "lighting.hdri", str(row["lighting.hdri"])), "lighting.hdri")
         used_images.add(img.name)
         coord = N.new("ShaderNodeTexCoord")
         mapping = N.new("ShaderNodeMapping")
@@ -536,7 +525,7 @@ def _apply_world(row, spec, scene) -> None:
         L.new(hdri_socket(), cam_bg.inputs["Color"])
         cam_bg.inputs["Strength"].default_value = _f(row, "lighting.hdri_strength")
     elif bg_kind == "image":
-        img = _load_image(P + "background", _resolve(spec, "background.image", str(row["background.image"])),
+        img = _load_image(P + "background", require_file(spec, "background.image", str(row["background.image"])),
                           "background.image")
         used_images.add(img.name)
         coord = N.new("ShaderNodeTexCoord")

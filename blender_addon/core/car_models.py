@@ -140,14 +140,10 @@ def model_source(row: dict, spec) -> tuple[Path, str, float, float] | None:
         return shipped.file, shipped.paint_material, shipped.yaw + yaw, length or shipped.length
     if body != "model":
         return None
-    value = str(row.get("car.model_file") or "")
-    found = spec.resolve_file("car.model_file", value) if value and hasattr(spec, "resolve_file") else None
-    if found is None and value and Path(value).expanduser().is_file():
-        found = Path(value).expanduser()
-    if found is None:
-        raise CarprobeError(f"car.model_file: file not found: {value or repr('')}; give an existing file "
-                            f"(absolute, relative to the spec's folder, or to the repository's assets/)")
-    return Path(found), str(row.get("car.paint_material") or "Paint"), yaw, length
+    from .spec import require_file  # spec -> schema -> car_models: imported at call time
+
+    found = require_file(spec, "car.model_file", str(row.get("car.model_file") or ""))
+    return found, str(row.get("car.paint_material") or "Paint"), yaw, length
 
 
 def model_warnings(path: str | Path, paint_material: str) -> list[str]:

@@ -685,6 +685,20 @@ def _check_dependencies(spec: Spec, problems: _Problems, check_files: bool) -> N
                      "file; give a file")
 
 
+
+def require_file(spec: Any, param_path: str, value: str) -> Path:
+    """The existing file a row's path parameter names (spec.resolve_file, else the path as
+    given), or a CarprobeError naming the parameter and where files are looked for."""
+    found = spec.resolve_file(param_path, value) if hasattr(spec, "resolve_file") else None
+    if found is None and value and Path(value).expanduser().is_file():
+        found = Path(value).expanduser()
+    if found is None or not Path(found).is_file():
+        shown = value or ("'' (first bundled HDRI in assets/hdri)" if param_path == "lighting.hdri" else "''")
+        raise CarprobeError(f"{param_path}: file not found: {shown}; give an existing file (absolute, relative "
+                            f"to the spec's folder, or to the repository's assets/)")
+    return Path(found)
+
+
 def _find_file(value: str, source_dir: Path | None) -> Path | None:
     path = Path(value).expanduser()
     if path.is_absolute():
