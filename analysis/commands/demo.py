@@ -26,6 +26,8 @@ from pathlib import Path
 
 from blender_addon.commands import common
 
+from .report import default_model_names
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICK_SPEC = REPO_ROOT / "scenes" / "quick.toml"
 TRAIN_SPEC = REPO_ROOT / "scenes" / "demo_train.toml"
@@ -109,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
         _carprobe(command)
         models.append(str(run_dir / "best.pt"))
         names.append(name)
-    for ref in args.models:
-        models.append(str(ref))
-        names.append(str(ref) if ":" in str(ref) else Path(ref).stem if Path(ref).suffix else Path(ref).name)
+    models += [str(ref) for ref in args.models]
+    names += default_model_names(models[len(names):])  # the names `carprobe report` would give them
     # the baselines: the same backbone with ImageNet weights only, and with random weights, fed
     # the same input size as the fine-tuned models (only the weights differ)
     size = f":size={args.image_size}"

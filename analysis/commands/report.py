@@ -108,7 +108,7 @@ def compute_results(args: argparse.Namespace) -> Path:
     if args.label not in meta:
         raise CarprobeError(f"--label {args.label!r}: no such metadata column in {args.set}; use e.g. car_id "
                             f"or one of the factors ({', '.join(factors)})")
-    names = list(args.names) if args.names else _default_names(args.models, args.random_init)
+    names = list(args.names) if args.names else default_model_names(args.models, args.random_init)
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise CarprobeError(f"model names must differ; repeated: {', '.join(dupes)} (set them with --names)")
@@ -214,7 +214,7 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _default_names(refs: list[str], random_init: bool = False) -> list[str]:
+def default_model_names(refs: list[str], random_init: bool = False) -> list[str]:
     """Short display names: the checkpoint's run folder or file stem, the arch of torchvision refs;
     imagenet:/untrained: specs keep their whole spec (the report finds its baselines by it)."""
     names = []
