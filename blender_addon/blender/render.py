@@ -2,10 +2,10 @@
 
 Masks: Cycles' material-index pass (every carprobe material's `pass_index` is its part id in
 schema.MASK_PARTS; the world gives 0 = background) is routed by the compositor to a File
-Output node writing a float EXR into a scratch folder (inside the render set, so a killed
-process leaks nothing elsewhere; the Viewer image is not updated in
-background renders), read back after the render and written as an 8-bit greyscale PNG whose
-pixel values are part ids. Cycles writes index passes from the first camera hit of a pixel's samples, unfiltered,
+Output node writing a one-channel, uncompressed float EXR into a scratch folder (inside the
+render set, so a killed process leaks nothing elsewhere; the Viewer image is not updated in
+background renders), parsed directly after the render (core.mask_exr: no Blender image
+data-block) and written as an 8-bit greyscale PNG whose pixel values are part ids. Cycles writes index passes from the first camera hit of a pixel's samples, unfiltered,
 so every pixel holds exactly one id (no anti-aliased blends) and costs nothing extra in the
 same render. Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and
 Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample
@@ -82,10 +82,12 @@ def _set_mask_compositor(scene, out_dir: str | None) -> None:
     if out is None:
         out = tree.nodes.new("CompositorNodeOutputFile")
         out[_MASK_TAG] = True
-        # Float EXR: ids survive exactly, with no colour management on the way.
+        # One float channel, uncompressed: ids survive exactly, with no colour management on
+        # the way, and core.mask_exr reads the file without Blender.
         out.format.file_format = "OPEN_EXR"
+        out.format.color_mode = "BW"
         out.format.color_depth = "32"
-        out.format.exr_codec = "ZIP"
+        out.format.exr_codec = "NONE"
         out.file_slots[0].path = MASK_STEM
     out.base_path = out_dir.rstrip("/\\") + os.sep  # a folder: Blender appends the slot path as is
     out.mute = False
@@ -93,24 +95,17 @@ def _set_mask_compositor(scene, out_dir: str | None) -> None:
 
 
 def _read_mask(out_dir: str, width: int, height: int) -> list[bytes]:
-    """Part ids from the EXR the File Output node wrote, top row first."""
+    """Part ids from the EXR the File Output node wrote, top row first (the file is removed)."""
+    from ..core.mask_exr import read_id_exr
+
     files = sorted(Path(out_dir).glob(MASK_STEM + "*"))  # no extension when use_file_extension is off
     if not files:
         raise CarprobeError(f"render: the mask pass wrote no file into {out_dir}")
-    img = bpy.data.images.load(str(files[-1]))
     try:
-        if tuple(img.size) != (width, height):
-            raise CarprobeError(f"render: mask is {tuple(img.size)}, expected {(width, height)}")
-        import numpy as np  # ships with the bpy wheel and with Blender
-        px = np.empty(width * height * 4, dtype=np.float32)
-        img.pixels.foreach_get(px)
+        return read_id_exr(files[-1], width, height)
     finally:
-        bpy.data.images.remove(img)
         for f in files:
-            f.unlink()
-    # Blender stores the bottom row first.
-    ids = np.clip(np.rint(px[0::4]), 0, 255).astype(np.uint8).reshape(height, width)[::-1]
-    return [r.tobytes() for r in ids]
+            f.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
