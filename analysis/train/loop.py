@@ -142,7 +142,7 @@ class Trainer:
                                  random_init=not cfg.pretrained, frozen_bn=cfg.frozen_bn,
                                  preprocess=model_preprocess(cfg.arch, cfg.image_size),
                                  name=self.out.resolve().name).to(self.device)
-        self.loss = build_loss(cfg.loss, len(self.train_images.class_names), cfg.dim, cfg.loss_params,
+        self.loss = build_loss(cfg.loss, len(self.train_images.class_names), self.model.embedding_dim, cfg.loss_params,
                                cfg.miner_params, cfg.rho_reg, cfg.seed).to(self.device)
         # the checkpoint records the distance the loss trains with (saliency targets use it)
         self.model.distance = self.loss.distance
@@ -357,7 +357,7 @@ class Trainer:
         self.config.write(self.out)
         cfg = self.config
         if not self.resume:
-            self.log(f"training {cfg.arch} ({cfg.dim}-d) with {cfg.loss}"
+            self.log(f"training {cfg.arch} ({self.model.embedding_dim}-d) with {cfg.loss}"
                      f"{f' + ρ-reg p={cfg.rho_reg}' if cfg.rho_reg else ''} on {len(self.train_images)} images of "
                      f"{len(self.train_images.class_names)} classes; testing on {len(self.test_images)} images of "
                      f"{len(self.test_images.class_names)} classes; device {self.device}")

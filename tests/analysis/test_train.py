@@ -220,3 +220,18 @@ def test_loss_params_are_checked_against_the_loss_table(capsys):
     assert "allowed: margin, scale (see --list-losses)" in capsys.readouterr().err
     assert main(["train", "--data", ".", "--loss-param", "margin=1", "--out", "o"]) == 2
     assert "--loss-param: give --loss too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loss", ["normalizedsoftmax", "triplet"])
+def test_dim_0_trains_the_pooled_features_without_a_head(data, tmp_path, loss):
+    """dim 0: the embedding is the trunk's pooled features (512-d for resnet18), so epoch 0 is the
+    pretrained network's own geometry; proxies and the head are sized from the model, not from 0."""
+    torch.manual_seed(0)
+    result = train(tiny_config(data, loss=loss, dim=0, epochs=1, rho_reg=0.3 if loss == "triplet" else 0.0),
+                   tmp_path / "run", progress=False, log=lambda text: None)
+    model = load_model(result.run_dir / "last.pt")
+    assert isinstance(model.head, torch.nn.Identity) and model.embedding_dim == 512
+    assert model.embed(torch.rand(2, 3, 32, 32)).shape == (2, 512)
+    assert TrainConfig.read(result.run_dir).dim == 0
+    with pytest.raises(CarprobeError, match=r"dim = -1: an integer >= 0"):
+        tiny_config(data, dim=-1).resolved()
