@@ -50,7 +50,7 @@ _CANDIDATE_RTOL = 1e-4
 # Up to this many clusters per tile, per-cluster sums are one product with a one-hot matrix;
 # above, differences of a float64 running sum (the product's cost grows with the cluster count).
 _ONEHOT_MAX_CLUSTERS = 128
-_CPU_TILE = 512  # rows and columns of a Euclidean distance tile on the CPU (see _euclidean_silhouettes)
+_CPU_TILE = 768  # rows and columns of a Euclidean distance tile on the CPU (see _euclidean_silhouettes)
 
 
 class SilhouetteEstimate(NamedTuple):
@@ -194,9 +194,10 @@ def _cosine_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.d
 def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.device, chunk_size: int | None,
                            rows: np.ndarray | None) -> np.ndarray:
     n = t.shape[0]
-    # CPU: 512 x 512 float32 tiles (1 MiB) stay in a core's L2 cache through the product, the
-    # square root and both cluster sums; 4096-wide tiles went through memory each time and took
-    # 1.8x the CPU time (bench/silhouette.py). The GPU wants large tiles.
+    # CPU: 768 x 768 float32 tiles (2.25 MiB) stay in cache through the product, the square root
+    # and both cluster sums; 4096-wide tiles went through memory each time and took 1.8x the CPU
+    # time on one thread (512 and 1024 were within 10% of 768 on one and on two threads). The
+    # GPU wants large tiles.
     block = chunk_size or (8192 if dev.type == "cuda" else _CPU_TILE)
     order = np.argsort(codes, kind="stable")
     codes_sorted = codes[order]
