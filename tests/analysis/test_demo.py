@@ -120,3 +120,28 @@ def test_demo_rejects_bad_runs(tmp_path: Path, capsys):
 def test_demo_rejects_zero_render_workers(tmp_path: Path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--render-workers", "0"]) == 2
     assert "--render-workers 0" in capsys.readouterr().err
+
+
+def test_the_training_set_holds_whole_shapes_with_unseen_test_shapes():
+    """The demo's identities are whole car shapes (shape seeds of one body look alike and no network
+    told them apart): every class is a different body or shipped model, each with enough images,
+    and the sorted split leaves at least nine shapes that training never sees, none of them a
+    seed sibling of a training shape."""
+    from blender_addon.core.sampling import sample_count, sample_row
+    from blender_addon.core.spec import load_spec
+
+    from analysis.data import label_classes
+    from analysis.train.data import LabelledImages, split_classes
+
+    spec = load_spec(demo.TRAIN_SPEC)
+    rows = [sample_row(spec, i) for i in range(sample_count(spec))]
+    bodies = {r["car_id"]: r["car.body"] for r in rows}
+    assert len(bodies) == len(set(bodies.values())) >= 19  # one identity per body or model
+    counts = pd.Series([r["car_id"] for r in rows]).value_counts()
+    assert counts.min() >= 25, counts.to_dict()
+    names, ids = label_classes([r["car_id"] for r in rows], "demo_train")  # the trainer's own class rule
+    train, test = split_classes(LabelledImages([""] * len(ids), ids, names, "render set"))
+    assert len(test.class_names) >= 9 and not set(train.class_names) & set(test.class_names)
+    # the quick set's identities are seeds the training set never renders
+    quick = load_spec(demo.QUICK_SPEC)
+    assert not {sample_row(quick, i)["car_id"] for i in range(sample_count(quick))} & set(bodies)
