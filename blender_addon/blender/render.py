@@ -63,6 +63,9 @@ def _set_mask_compositor(scene, out_dir: str | None) -> None:
             for n in [n for n in tree.nodes if n.get(_MASK_TAG)]:
                 tree.nodes.remove(n)
         return
+    base_path = out_dir.rstrip("/\\") + os.sep  # a folder: Blender appends the slot path as is
+    if _mask_compositor_ready(scene, view_layer, base_path):
+        return  # every image of a set: rewiring the tree each time cost about 0.4 ms per image
     view_layer.use_pass_material_index = True
     scene.use_nodes = True
     scene.render.use_compositing = True
@@ -89,9 +92,24 @@ def _set_mask_compositor(scene, out_dir: str | None) -> None:
         out.format.color_depth = "32"
         out.format.exr_codec = "NONE"
         out.file_slots[0].path = MASK_STEM
-    out.base_path = out_dir.rstrip("/\\") + os.sep  # a folder: Blender appends the slot path as is
+    out.base_path = base_path
     out.mute = False
     tree.links.new(rl.outputs["IndexMA"], out.inputs[0])
+
+
+def _mask_compositor_ready(scene, view_layer, base_path: str) -> bool:
+    """True when the tree already routes this view layer's index pass to carprobe's File Output
+    node writing into `base_path`, with compositing on (what _set_mask_compositor would set)."""
+    tree = scene.node_tree
+    if tree is None or not (scene.use_nodes and scene.render.use_compositing and view_layer.use_pass_material_index):
+        return False
+    out = next((n for n in tree.nodes if n.get(_MASK_TAG) and n.type == "OUTPUT_FILE"), None)
+    if out is None or out.mute or out.base_path != base_path or not out.inputs[0].is_linked:
+        return False
+    link = out.inputs[0].links[0]
+    if link.from_node.type != "R_LAYERS" or link.from_node.layer != view_layer.name or link.from_socket.name != "IndexMA":
+        return False
+    return any(n.type == "COMPOSITE" and n.inputs["Image"].is_linked for n in tree.nodes)
 
 
 def _read_mask(out_dir: str, width: int, height: int) -> list[bytes]:

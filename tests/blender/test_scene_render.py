@@ -404,3 +404,33 @@ def test_k_and_rt_reproject_the_cars_box_onto_the_mask_box(fresh, tmp_path):
         vertices = project([car.matrix_world @ v.co for v in car.data.vertices], K, Rt)
         for got, want in zip(vertices, edges):
             assert abs(got - want) <= 1.5, (index, vertices, edges)
+
+
+def test_mask_wiring_is_checked_before_every_image(fresh, tmp_path):
+    """The compositor is wired once per set, not per image; anything that breaks the wiring
+    between two images (a muted or unlinked output, the pass switched off, another folder) is
+    rewired, so every mask stays that of its own image."""
+    spec = make_spec(render={"masks": True, "samples": 1}, car__body={"values": ["sedan", "suv"]})
+    render = make_image_renderer(spec, scratch_root=tmp_path / "set")
+    (tmp_path / "set").mkdir()
+    row = sample_row(spec, 0)
+    render(row, tmp_path / "a.png", tmp_path / "a-mask.png")
+    expected = read_png_gray(tmp_path / "a-mask.png")
+    assert len(set(expected[2])) > 2  # car parts and background
+    scene = bpy.context.scene
+
+    def output():
+        return next(n for n in scene.node_tree.nodes if n.type == "OUTPUT_FILE")
+
+    breakages = {
+        "muted": lambda: setattr(output(), "mute", True),
+        "unlinked": lambda: scene.node_tree.links.remove(output().inputs[0].links[0]),
+        "pass off": lambda: setattr(scene.view_layers[0], "use_pass_material_index", False),
+        "compositing off": lambda: setattr(scene.render, "use_compositing", False),
+        "other folder": lambda: setattr(output(), "base_path", str(tmp_path / "elsewhere") + "/"),
+    }
+    for name, breakage in breakages.items():
+        breakage()
+        render(row, tmp_path / f"{name}.png", tmp_path / f"{name}-mask.png")
+        assert read_png_gray(tmp_path / f"{name}-mask.png") == expected, name
+    assert not (tmp_path / "elsewhere").exists()
