@@ -96,10 +96,8 @@ def run(args: argparse.Namespace) -> int:
             raise CarprobeError("--loss-param: give --loss too (the parameters belong to one loss; a resumed "
                                 "run keeps its own)")
         rho_reg = float(given.get("rho_reg") or 0.0)
-        loss_params, miner_params = parse_loss_params(given["loss"], args.loss_param, rho_reg)
-        spec = LOSSES[given["loss"]]  # with the defaults, as config.json records them: a resume compares equal
-        given["loss_params"] = {**spec.params, **loss_params}
-        given["miner_params"] = {**spec.miner_for(rho_reg)[1], **miner_params}
+        # only what was given: TrainConfig fills in the table's defaults (a resume compares them filled in)
+        given["loss_params"], given["miner_params"] = parse_loss_params(given["loss"], args.loss_param, rho_reg)
 
     from ..train.config import TrainConfig
     from ..train.loop import train

@@ -118,6 +118,10 @@ class Trainer:
         def same(name: str, value: Any) -> bool:
             if name in ("data", "weights") and value is not None and getattr(stored, name) is not None:
                 return Path(value).resolve() == Path(getattr(stored, name)).resolve()
+            if name in ("loss_params", "miner_params") and isinstance(value, dict):
+                # given with or without the loss table's defaults: compare them filled in, as stored
+                return getattr(dataclasses.replace(stored, **{name: dict(value)}).resolved(), name) == \
+                    getattr(stored, name)
             return value == getattr(stored, name)
 
         different = [f"{name} {value!r} (the run has {getattr(stored, name)!r})"

@@ -119,6 +119,12 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert again.epochs == 3 and len(read_metrics(tmp_path / "cut")) == 4
     with pytest.raises(CarprobeError, match="loss 'triplet'.*may only change"):
         train(None, tmp_path / "cut", resume=True, overrides={"loss": "triplet"}, log=lambda text: None)
+    # loss parameters given without the table's defaults (as the API allows) compare filled in
+    again = train(None, tmp_path / "cut", resume=True, overrides={"loss_params": {"margin": 0.2}},
+                  progress=False, log=lambda text: None)
+    assert again.epochs == 3
+    with pytest.raises(CarprobeError, match="loss_params.*may only change"):
+        train(None, tmp_path / "cut", resume=True, overrides={"loss_params": {"margin": 0.3}}, log=lambda text: None)
     with pytest.raises(CarprobeError, match="holds a training run already"):
         train(config, tmp_path / "cut", progress=False, log=lambda text: None)
 
