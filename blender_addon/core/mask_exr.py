@@ -69,21 +69,21 @@ def read_id_exr(path: str | os.PathLike, width: int, height: int) -> list[bytes]
 
 def _header(data: bytes, pos: int, path) -> tuple[dict[bytes, bytes], int]:
     header = {}
-    try:
-        while True:
-            end = data.index(b"\0", pos)
-            name, pos = data[pos:end], end + 1
-            if not name:
-                return header, pos
-            end = data.index(b"\0", pos)
-            pos = end + 1  # the attribute's type name: the values read here identify themselves
-            (size,) = struct.unpack("<i", data[pos:pos + 4])
-            pos += 4
-            if size < 0 or pos + size > len(data):
-                raise DamagedImage(f"{path}: truncated in the header (attribute {name.decode(errors='replace')})")
-            header[name], pos = data[pos:pos + size], pos + size
-    except (ValueError, struct.error):
-        raise DamagedImage(f"{path}: truncated in the header") from None
+    while True:
+        end = data.find(b"\0", pos)
+        if end < 0:
+            raise DamagedImage(f"{path}: truncated in the header")
+        name, pos = data[pos:end], end + 1
+        if not name:
+            return header, pos
+        end = data.find(b"\0", pos)  # the attribute's type name: the values read here identify themselves
+        if end < 0 or end + 5 > len(data):
+            raise DamagedImage(f"{path}: truncated in the header (attribute {name.decode(errors='replace')})")
+        (size,) = struct.unpack("<i", data[end + 1:end + 5])
+        pos = end + 5
+        if size < 0 or pos + size > len(data):
+            raise DamagedImage(f"{path}: truncated in the header (attribute {name.decode(errors='replace')})")
+        header[name], pos = data[pos:pos + size], pos + size
 
 
 def _channels(chlist: bytes, path) -> list[int]:
@@ -91,8 +91,8 @@ def _channels(chlist: bytes, path) -> list[int]:
     reserved bytes, x and y sampling (16 bytes), and a final empty name."""
     types, pos = [], 0
     while pos < len(chlist) and chlist[pos] != 0:
-        end = chlist.index(b"\0", pos)
-        if end + 17 > len(chlist):
+        end = chlist.find(b"\0", pos)
+        if end < 0 or end + 17 > len(chlist):
             raise DamagedImage(f"{path}: damaged channel list")
         (pixel_type,) = struct.unpack("<i", chlist[end + 1:end + 5])
         types.append(pixel_type)

@@ -94,3 +94,23 @@ def test_a_png_is_not_read_as_exr(tmp_path):
     (tmp_path / "m").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(DamagedImage, match="not an OpenEXR"):
         read_id_exr(tmp_path / "m", 7, 5)
+
+
+def test_a_header_attribute_running_past_the_end_is_named(tmp_path):
+    write_exr(tmp_path / "whole", ids_image())
+    data = (tmp_path / "whole").read_bytes()
+    at = data.index(b"channels\0chlist\0") + len(b"channels\0chlist\0")
+    (tmp_path / "m").write_bytes(data[:at] + struct.pack("<i", 10**6) + data[at + 4:])
+    with pytest.raises(DamagedImage, match="attribute channels"):
+        read_id_exr(tmp_path / "m", 7, 5)
+
+
+def test_a_channel_list_without_its_end_is_damaged_not_a_crash(tmp_path):
+    write_exr(tmp_path / "whole", ids_image())
+    data = bytearray((tmp_path / "whole").read_bytes())
+    at = data.index(b"channels\0chlist\0") + len(b"channels\0chlist\0") + 4
+    data[at:at + 2] = b"VV"  # the channel name loses its terminator inside the list
+    data[at + 1:at + 19] = b"V" * 18
+    (tmp_path / "m").write_bytes(bytes(data))
+    with pytest.raises(DamagedImage):
+        read_id_exr(tmp_path / "m", 7, 5)
