@@ -90,7 +90,8 @@ class TrainConfig:
             problems.append(f"rho_reg = {self.rho_reg}: ρ-regularisation swaps negatives of mined "
                             f"tuples, which loss {self.loss!r} does not use; it applies to "
                             f"{', '.join(n for n, s in losses.LOSSES.items() if s.rho)}")
-        need(isinstance(self.dim, int) and self.dim >= 0, "dim", "an integer >= 0 (0: no head, the pooled trunk features)")
+        need(isinstance(self.dim, int) and self.dim >= 0, "dim",
+             "an integer >= 0 (0: no head, the pooled trunk features)")
         need(isinstance(self.image_size, int) and self.image_size >= 16, "image_size", "an integer >= 16")
         need(isinstance(self.epochs, int) and self.epochs >= 0, "epochs", "an integer >= 0")
         need(isinstance(self.samples_per_class, int) and self.samples_per_class >= 2,

@@ -7,8 +7,8 @@ render set, so a killed process leaks nothing elsewhere; the Viewer image is not
 background renders), parsed directly after the render (core.mask_exr: no Blender image
 data-block) and written as an 8-bit greyscale PNG whose pixel values are part ids. Cycles
 writes index passes from the first camera hit of a pixel's samples, unfiltered, so every pixel
-holds exactly one id (no anti-aliased blends) and costs nothing extra in the same render. Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and
-Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample
+holds exactly one id (no anti-aliased blends) and costs nothing extra in the same render.
+Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample
 (the engine is switched before the pass is wired: the render-layer node lists only the current
 engine's passes).
 
@@ -107,7 +107,8 @@ def _mask_compositor_ready(scene, view_layer, base_path: str) -> bool:
     if out is None or out.mute or out.base_path != base_path or not out.inputs[0].is_linked:
         return False
     link = out.inputs[0].links[0]
-    if link.from_node.type != "R_LAYERS" or link.from_node.layer != view_layer.name or link.from_socket.name != "IndexMA":
+    source = link.from_node
+    if source.type != "R_LAYERS" or source.layer != view_layer.name or link.from_socket.name != "IndexMA":
         return False
     return any(n.type == "COMPOSITE" and n.inputs["Image"].is_linked for n in tree.nodes)
 
