@@ -8,9 +8,9 @@ background renders), parsed directly after the render (core.mask_exr: no Blender
 data-block) and written as an 8-bit greyscale PNG whose pixel values are part ids. Cycles
 writes index passes from the first camera hit of a pixel's samples, unfiltered, so every pixel
 holds exactly one id (no anti-aliased blends) and costs nothing extra in the same render.
-Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and Workbench, which have no index pass, the mask comes from a second Cycles render at 1 sample
-(the engine is switched before the pass is wired: the render-layer node lists only the current
-engine's passes).
+Glass is opaque in carprobe's materials, so windows get the glass id. For EEVEE and Workbench,
+which have no index pass, the mask comes from a second Cycles render at 1 sample (the engine is
+switched before the pass is wired: the render-layer node lists only the current engine's passes).
 
 Images lose Blender's metadata stamp (PNG text chunks, JPEG comments: date, render time,
 statistics): identical pixels give identical files.
