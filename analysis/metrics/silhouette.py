@@ -16,10 +16,14 @@ Euclidean has no such form. The rows are centred and sorted by label, and the up
 the distance matrix is swept in (block x block) float32 tiles (||x||^2 + ||y||^2 - 2 x.y in one
 GEMM; each tile counted for both its row and its column block), each tile reduced to per-cluster
 sums by one product with the one-hot (columns x clusters) matrix of the clusters it touches
-(a running sum when it touches very many). That float32 pass only *selects* clusters: a(i) (own cluster) and b(i) (every cluster whose approximate mean distance is within
+(a running sum when it touches very many). That float32 pass only *selects* clusters: a(i)
+(own cluster) and b(i) (every cluster whose approximate mean distance is within
 `_CANDIDATE_RTOL` of the nearest) are then recomputed exactly in float64 with each cluster
 centred on its own mean, which is what makes the 1e-6 agreement hold for tight, far-off
-clusters too. For very large n, `silhouette_estimate` evaluates a seeded random sample of rows
+clusters too. On the CPU both passes are split over threads that each run single-threaded
+kernels (tiles, then clusters, dealt out in a fixed order: the same bits on any thread count),
+so no kernel waits in a barrier for a thread another process has taken the core from. For very
+large n, `silhouette_estimate` evaluates a seeded random sample of rows
 exactly against all n points and states the standard error of the mean.
 """
 
@@ -29,6 +33,8 @@ import contextlib
 import logging
 import math
 import os
+import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,6 +57,8 @@ _CANDIDATE_RTOL = 1e-4
 # above, differences of a float64 running sum (the product's cost grows with the cluster count).
 _ONEHOT_MAX_CLUSTERS = 128
 _CPU_TILE = 768  # rows and columns of a Euclidean distance tile on the CPU (see _euclidean_silhouettes)
+# Memory the Euclidean tile sweep's extra per-thread sums may take (see _sweep); beyond it, fewer threads.
+_SWEEP_EXTRA_BYTES = 256 * 2**20
 
 
 class SilhouetteEstimate(NamedTuple):
@@ -71,13 +79,15 @@ def silhouette_samples(X: Any, labels: Any, metric: str = "cosine", device: str 
     device: torch device to compute on (default: X's device, else CPU), e.g. "cuda".
     chunk_size: rows per chunk (cosine) or tile side (Euclidean); default depends on the device.
     Returns a float64 numpy array of length n_samples. On a CPU whose cores other processes
-    already fill, it runs on one thread (torch's setting is restored afterwards).
+    already fill, torch's kernels run on one thread (its setting is restored afterwards); the
+    Euclidean passes still use torch's thread count, as that many independent threads.
     """
+    workers = torch.get_num_threads()  # read before _cpu_threads: the Euclidean threads never wait on each other
     with _cpu_threads(resolve_device(X, device)):  # 5-15x faster on a busy machine (see _cpu_threads)
         t, codes, k, dev = _prepare(X, labels, metric, device)
         if metric == "cosine":
             return _cosine_silhouettes(t, codes, k, dev, chunk_size)
-        return _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=None)
+        return _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=None, workers=workers)
 
 
 def silhouette_score(X: Any, labels: Any, metric: str = "cosine", device: str | torch.device | None = None,
@@ -117,6 +127,7 @@ def silhouette_estimate(X: Any, labels: Any, metric: str = "euclidean", sample_s
     """
     if not isinstance(sample_size, (int, np.integer)) or isinstance(sample_size, bool) or sample_size < 2:
         raise CarprobeError(f"sample_size={sample_size!r} is not allowed; expected an integer >= 2")
+    workers = torch.get_num_threads()
     with _cpu_threads(resolve_device(X, device)):
         t, codes, k, dev = _prepare(X, labels, metric, device)
         n = t.shape[0]
@@ -128,7 +139,7 @@ def silhouette_estimate(X: Any, labels: Any, metric: str = "euclidean", sample_s
         if metric == "cosine":
             s = _cosine_silhouettes(t, codes, k, dev, chunk_size, rows=rows)
         else:
-            s = _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=rows)
+            s = _euclidean_silhouettes(t, codes, k, dev, chunk_size, rows=rows, workers=workers)
     se = 0.0 if m == n else float(np.std(s, ddof=1) / math.sqrt(m) * math.sqrt((n - m) / (n - 1)))
     return SilhouetteEstimate(float(np.mean(s)), se, m, n)
 
@@ -192,8 +203,10 @@ def _cosine_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.d
 # -- Euclidean: float32 tiles select, float64 decides ------------------------------------------
 
 def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.device, chunk_size: int | None,
-                           rows: np.ndarray | None) -> np.ndarray:
+                           rows: np.ndarray | None, workers: int = 1) -> np.ndarray:
+    """workers: CPU threads of the tile sweep and the exact sums (see _on_threads); 1 on a GPU."""
     n = t.shape[0]
+    workers = workers if dev.type == "cpu" else 1
     # CPU: 768 x 768 float32 tiles (2.25 MiB) stay in cache through the product, the square root
     # and both cluster sums; 4096-wide tiles went through memory each time and took 1.8x the CPU
     # time on one thread (512 and 1024 were within 10% of 768 on one and on two threads). The
@@ -211,12 +224,12 @@ def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torc
 
     if rows is None:
         pos = np.arange(n)
-        approx = _tile_cluster_sums_symmetric(x32, codes_sorted, k, block)
+        approx = _tile_cluster_sums_symmetric(x32, codes_sorted, k, block, workers)
     else:
         inverse = np.empty(n, dtype=np.int64)
         inverse[order] = np.arange(n)
         pos = np.sort(inverse[np.asarray(rows, dtype=np.int64)])  # sorted positions of the sampled rows
-        approx = _tile_cluster_sums_rows(x32, codes_sorted, k, block, pos)
+        approx = _tile_cluster_sums_rows(x32, codes_sorted, k, block, pos, workers)
     pos_t = torch.from_numpy(pos).to(dev)
     own_c = codes_t[pos_t]
     mean_other = approx / counts.unsqueeze(0)
@@ -231,7 +244,7 @@ def _euclidean_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torc
     b = torch.full((len(pos),), math.inf, dtype=torch.float64, device=dev)
     own_c_np = own_c.cpu().numpy()
     cand_np = candidates.cpu().numpy()
-    _exact_candidate_sums(x64, pos, own_c_np, cand_np, starts_np, counts_np, block, own_sum, b)
+    _exact_candidate_sums(x64, pos, own_c_np, cand_np, starts_np, counts_np, block, own_sum, b, workers)
     own_counts = counts[own_c]
     a = own_sum / (own_counts - 1).clamp(min=1)
     s_sorted = _combine(a, b, own_counts)
@@ -279,18 +292,29 @@ def _machine_busy() -> bool:
 
 def _exact_candidate_sums(x64: torch.Tensor, pos: np.ndarray, own_c_np: np.ndarray, cand_np: np.ndarray,
                           starts_np: np.ndarray, counts_np: np.ndarray, block: int,
-                          own_sum: torch.Tensor, b: torch.Tensor) -> None:
+                          own_sum: torch.Tensor, b: torch.Tensor, workers: int = 1) -> None:
     """Fill own_sum (exact summed distance to the own cluster) and b (min exact mean distance
-    over the candidate clusters), one cluster at a time, in float64."""
+    over the candidate clusters), one cluster at a time, in float64: cluster job c on thread
+    c % workers (see _on_threads), the results applied here in cluster order."""
     dev = x64.device
+    jobs = []
     for c in range(len(counts_np)):
-        lo, hi = int(starts_np[c]), int(starts_np[c] + counts_np[c])
         own_rows = np.flatnonzero(own_c_np == c)
         cand_rows = np.flatnonzero(cand_np[:, c])
-        need = np.concatenate([own_rows, cand_rows])
-        if len(need) == 0:
-            continue
-        sums = _exact_sums_to_cluster(x64, pos[need], lo, hi, block)
+        if len(own_rows) or len(cand_rows):
+            jobs.append((c, own_rows, cand_rows))
+    workers = max(1, min(workers, len(jobs)))
+
+    def run(w: int) -> list[torch.Tensor]:
+        out = []
+        for c, own_rows, cand_rows in jobs[w::workers]:
+            lo, hi = int(starts_np[c]), int(starts_np[c] + counts_np[c])
+            out.append(_exact_sums_to_cluster(x64, pos[np.concatenate([own_rows, cand_rows])], lo, hi, block))
+        return out
+
+    per_thread = _on_threads(workers, run)
+    for i, (c, own_rows, cand_rows) in enumerate(jobs):
+        sums = per_thread[i % workers][i // workers]
         n_own = len(own_rows)
         if n_own:
             own_sum[torch.from_numpy(own_rows).to(dev)] = sums[:n_own]
@@ -363,38 +387,97 @@ class _BlockClusters:
         return self.sum_columns(tile.T)
 
 
-def _tile_cluster_sums_symmetric(x32: torch.Tensor, codes_sorted: np.ndarray, k: int, block: int) -> torch.Tensor:
+def _tile_cluster_sums_symmetric(x32: torch.Tensor, codes_sorted: np.ndarray, k: int, block: int,
+                                 workers: int) -> torch.Tensor:
     """Approximate (n, k) sums of distances from every row to every cluster, upper-triangle tiles."""
     n, dev = x32.shape[0], x32.device
     left, right = _augment(x32)
     blocks = _blocks(n, block)
     info = [_BlockClusters(codes_sorted, lo, hi, dev) for lo, hi in blocks]
-    sums = torch.zeros(n, k, dtype=torch.float64, device=dev)
-    for i, (ilo, ihi) in enumerate(blocks):
-        bi = info[i]
-        for j in range(i, len(blocks)):
-            jlo, jhi = blocks[j]
-            bj = info[j]
-            tile = _tile_distances(left[ilo:ihi], right[jlo:jhi])
-            sums[ilo:ihi, bj.c0:bj.c1] += bj.sum_columns(tile)
-            if j != i:
-                sums[jlo:jhi, bi.c0:bi.c1] += bi.sum_rows(tile)
-    return sums
+
+    def add_tile(tile_ij: tuple[int, int], sums: torch.Tensor) -> None:
+        i, j = tile_ij
+        (ilo, ihi), (jlo, jhi) = blocks[i], blocks[j]
+        tile = _tile_distances(left[ilo:ihi], right[jlo:jhi])
+        sums[ilo:ihi, info[j].c0:info[j].c1] += info[j].sum_columns(tile)
+        if j != i:
+            sums[jlo:jhi, info[i].c0:info[i].c1] += info[i].sum_rows(tile)
+
+    tiles = [(i, j) for i in range(len(blocks)) for j in range(i, len(blocks))]
+    return _sweep(tiles, add_tile, (n, k), dev, workers)
 
 
 def _tile_cluster_sums_rows(x32: torch.Tensor, codes_sorted: np.ndarray, k: int, block: int,
-                            pos: np.ndarray) -> torch.Tensor:
+                            pos: np.ndarray, workers: int) -> torch.Tensor:
     """Approximate (m, k) distance sums from the rows at sorted positions `pos` to every cluster."""
     n, dev = x32.shape[0], x32.device
     left, right = _augment(x32)
     lr = left[torch.from_numpy(pos).to(dev)]
-    sums = torch.zeros(len(pos), k, dtype=torch.float64, device=dev)
-    for jlo, jhi in _blocks(n, block):
-        bj = _BlockClusters(codes_sorted, jlo, jhi, dev)
-        for rlo, rhi in _blocks(len(pos), block):
-            tile = _tile_distances(lr[rlo:rhi], right[jlo:jhi])
-            sums[rlo:rhi, bj.c0:bj.c1] += bj.sum_columns(tile)
-    return sums
+    column_blocks = _blocks(n, block)
+    info = [_BlockClusters(codes_sorted, lo, hi, dev) for lo, hi in column_blocks]
+    row_blocks = _blocks(len(pos), block)
+
+    def add_tile(tile_rj: tuple[int, int], sums: torch.Tensor) -> None:
+        (rlo, rhi), (jlo, jhi), bj = row_blocks[tile_rj[0]], column_blocks[tile_rj[1]], info[tile_rj[1]]
+        tile = _tile_distances(lr[rlo:rhi], right[jlo:jhi])
+        sums[rlo:rhi, bj.c0:bj.c1] += bj.sum_columns(tile)
+
+    tiles = [(r, j) for j in range(len(column_blocks)) for r in range(len(row_blocks))]
+    return _sweep(tiles, add_tile, (len(pos), k), dev, workers)
+
+
+def _sweep(tiles: list, add_tile: Callable[[Any, torch.Tensor], None], shape: tuple[int, int],
+           dev: torch.device, workers: int) -> torch.Tensor:
+    """Run add_tile(tile, sums) over `tiles` and return the float64 sums: tile t on thread
+    t % workers, into that thread's own sums, added up in thread order at the end (so the result
+    does not depend on timing). Extra sums beyond _SWEEP_EXTRA_BYTES mean fewer threads."""
+    workers = max(1, min(workers, len(tiles), 1 + _SWEEP_EXTRA_BYTES // max(1, 8 * shape[0] * shape[1])))
+
+    def run(w: int) -> torch.Tensor:
+        sums = torch.zeros(shape, dtype=torch.float64, device=dev)
+        for tile in tiles[w::workers]:
+            add_tile(tile, sums)
+        return sums
+
+    partial = _on_threads(workers, run)
+    total = partial[0]
+    for more in partial[1:]:
+        total += more
+    return total
+
+
+def _on_threads(workers: int, job: Callable[[int], Any]) -> list[Any]:
+    """[job(0), ..., job(workers - 1)], each on its own thread running single-threaded torch
+    kernels (one worker: here, with torch's setting). Torch's own threads end every kernel in a
+    barrier, where a thread whose partner lost its core spins for a time slice; threads that
+    share nothing but their input never wait for each other, and on a machine other jobs keep
+    busy they get one share of the cores per thread instead of one for the whole silhouette."""
+    if workers <= 1:
+        return [job(0)]
+    results: list[Any] = [None] * workers
+    errors: list[BaseException | None] = [None] * workers
+
+    def run(w: int) -> None:
+        try:
+            results[w] = job(w)
+        except BaseException as exc:  # raised in the calling thread below
+            errors[w] = exc
+
+    threads = [threading.Thread(target=run, args=(w,), name=f"carprobe-silhouette-{w}", daemon=True)
+               for w in range(workers)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        torch.set_num_threads(before)
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _exact_sums_to_cluster(x64: torch.Tensor, positions: np.ndarray, lo: int, hi: int, block: int) -> torch.Tensor:

@@ -106,6 +106,95 @@ def test_busy_machine_runs_on_one_thread_and_restores_the_setting(monkeypatch, m
     assert seen and set(seen) == {1} and torch.get_num_threads() == 2
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_euclidean_sweep_threads_agree_bit_for_bit_and_run_single_threaded_kernels(monkeypatch, sampled):
+    """The tile sweep and the exact sums split over threads (tile t, cluster c on thread t % workers)
+    give the same bits as one thread, whatever the thread count; each thread's kernels run on one
+    torch thread, and torch's setting is restored."""
+    import threading
+
+    from analysis.metrics import silhouette
+
+    X, labels = blobs(700, 6, 9, 1.0, seed=5, singletons=2)
+    rows = np.sort(np.random.default_rng(1).choice(700, size=300, replace=False)) if sampled else None
+    codes, _ = silhouette.encode_labels(labels, len(labels))
+
+    def run(workers):
+        return silhouette._euclidean_silhouettes(torch.from_numpy(X), codes, int(codes.max()) + 1, torch.device("cpu"),
+                                                 64, rows=rows, workers=workers)
+
+    seen = []
+    distances = silhouette._tile_distances
+    monkeypatch.setattr(silhouette, "_tile_distances",
+                        lambda a, b: (seen.append((threading.current_thread().name, torch.get_num_threads())),
+                                                distances(a, b))[1])
+    torch.set_num_threads(2)
+    one = run(1)
+    assert {threads for _, threads in seen} == {2}  # one worker: torch's own setting
+    seen.clear()
+    for workers in (2, 3):
+        np.testing.assert_array_equal(run(workers), one)
+        assert len({name for name, _ in seen}) == workers and {threads for _, threads in seen} == {1}
+        assert torch.get_num_threads() == 2
+        seen.clear()
+    expected = sk_samples(X, labels, metric="euclidean")
+    np.testing.assert_allclose(one, expected if rows is None else expected[rows], atol=1e-6)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_euclidean_tile_sums_equal_brute_force_distance_sums(workers):
+    """The float32 sweep that picks candidate clusters: every tile counted once per side."""
+    from analysis.metrics import silhouette
+
+    X, labels = blobs(500, 5, 7, 1.0, seed=8)
+    codes = np.sort(labels)  # the sweep works on label-sorted rows
+    x = np.random.default_rng(0).normal(size=(500, 5))
+    brute = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    expected = np.stack([brute[:, codes == c].sum(1) for c in range(7)], axis=1)
+    x32 = torch.from_numpy(x.astype(np.float32))
+    got = silhouette._tile_cluster_sums_symmetric(x32, codes, 7, 64, workers)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4)
+    pos = np.array([0, 3, 64, 65, 200, 499])
+    got_rows = silhouette._tile_cluster_sums_rows(x32, codes, 7, 64, pos, workers)
+    np.testing.assert_allclose(got_rows.numpy(), expected[pos], rtol=1e-4)
+
+
+def test_euclidean_sweep_error_in_a_thread_is_raised_and_threads_restored(monkeypatch):
+    from analysis.metrics import silhouette
+
+    calls = []
+
+    def failing(a, b):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("tile 3")
+        return (a @ b.T).clamp_(min=0.0).sqrt_()
+
+    monkeypatch.setattr(silhouette, "_tile_distances", failing)
+    torch.set_num_threads(2)
+    X, labels = blobs(400, 4, 5, 1.0, seed=6)
+    codes, _ = silhouette.encode_labels(labels, 400)
+    with pytest.raises(MemoryError, match="tile 3"):
+        silhouette._euclidean_silhouettes(torch.from_numpy(X), codes, 5, torch.device("cpu"), 64, rows=None, workers=2)
+    assert torch.get_num_threads() == 2
+
+
+def test_euclidean_sweep_takes_fewer_threads_when_their_sums_would_not_fit(monkeypatch):
+    from analysis.metrics import silhouette
+
+    started = []
+    on_threads = silhouette._on_threads
+    monkeypatch.setattr(silhouette, "_on_threads", lambda workers, job: (started.append(workers),
+                                                                          on_threads(workers, job))[1])
+    monkeypatch.setattr(silhouette, "_SWEEP_EXTRA_BYTES", 8 * 300 * 5)  # one extra (300 x 5) float64 sums
+    X, labels = blobs(300, 4, 5, 1.0, seed=7)
+    codes, _ = silhouette.encode_labels(labels, 300)
+    got = silhouette._euclidean_silhouettes(torch.from_numpy(X), codes, 5, torch.device("cpu"), 64, rows=None,
+                                            workers=4)
+    assert started[0] == 2  # the sweep: 1 + one extra; the exact sums need no extra memory
+    np.testing.assert_allclose(got, sk_samples(X, labels, metric="euclidean"), atol=1e-6)
+
+
 def test_duplicate_and_zero_rows_match_sklearn():
     X, labels = blobs(120, 4, 3, 0.5, offset=30.0, seed=2)
     X[5] = X[6]
