@@ -35,6 +35,7 @@ from typing import Callable
 import bpy
 
 from ..core.errors import CarprobeError
+from ..core.mask_box import rows_bbox
 from . import scene as scene_mod
 
 MASK_STEM = "carprobe_mask"
@@ -148,8 +149,9 @@ def _only_carprobe_objects(scene):
 
 
 def make_image_renderer(spec, threads: int | None = None,
-                        scratch_root: str | os.PathLike | None = None) -> Callable[[dict, str, str | None], None]:
-    """render_image(row, image_path, mask_path_or_None): apply the row, render, write files.
+                        scratch_root: str | os.PathLike | None = None) -> Callable[[dict, str, str | None], dict]:
+    """render_image(row, image_path, mask_path_or_None): apply the row, render, write files;
+    returns {"bbox": the car's box in the mask (core.mask_box), None without a mask or a car pixel}.
 
     threads: a fixed number of render threads (one of several worker processes); None leaves
     the scene's setting (AUTO: every core, unless the user chose otherwise).
@@ -169,7 +171,7 @@ def make_image_renderer(spec, threads: int | None = None,
             mask_dirs[:] = [path]
         return mask_dirs[0]
 
-    def render_image(row: dict, image_path, mask_path=None) -> None:
+    def render_image(row: dict, image_path, mask_path=None) -> dict:
         scene = bpy.context.scene
         scene_mod.apply_row(row, spec, scene)
         r = scene.render
@@ -203,8 +205,10 @@ def make_image_renderer(spec, threads: int | None = None,
                 mask_rows = _read_mask(folder, w, h) if want_mask else None
         if not Path(image_path).is_file():
             raise CarprobeError(f"render: Blender wrote no image to {image_path}")
-        if mask_rows is not None:
-            write_png_gray8(mask_path, w, h, mask_rows)
+        if mask_rows is None:
+            return {"bbox": None}
+        write_png_gray8(mask_path, w, h, mask_rows)
+        return {"bbox": rows_bbox(mask_rows)}
     return render_image
 
 

@@ -1,5 +1,8 @@
 """The car's 2-D bounding box in a part-id mask (stdlib only: it runs inside Blender, where
-there is no PIL). Used by the render loop right after a mask is written.
+there is no PIL).
+
+The renderer takes the box from the ids it has in memory (rows_bbox); render sets without a
+journaled box read it from the mask file (mask_bbox).
 
 Box convention (numpy slicing): ``bbox_x0, bbox_y0`` are the first column and row holding a car
 pixel, ``bbox_x1, bbox_y1`` one past the last, so ``mask[y0:y1, x0:x1]`` is the box and its
@@ -77,8 +80,12 @@ def _unfilter(kind: int, line: bytearray, previous: bytes, bpp: int) -> bytes:
 
 
 def mask_bbox(path: str | Path) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) of the car pixels of a part-id mask (see the module docstring), or None."""
-    _, _, rows = read_png_channel0(path)
+    """(x0, y0, x1, y1) of the car pixels of a part-id mask file (see the module docstring), or None."""
+    return rows_bbox(read_png_channel0(path)[2])
+
+
+def rows_bbox(rows: list[bytes]) -> tuple[int, int, int, int] | None:
+    """mask_bbox of a mask in memory: one bytes object of part ids per row, top row first."""
     # bytes.translate maps every non-car id to 0 in C, so each row is scanned at C speed
     table = bytes(0 if v in NOT_CAR else 1 for v in range(256))
     x0 = y0 = x1 = y1 = None

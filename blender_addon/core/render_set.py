@@ -89,7 +89,9 @@ _TEMP_FOLDERS = (".", "images", "masks", STATE_DIR)
 # Seconds between journal commits while rendering (Journal.commit): what a crash may cost at most.
 COMMIT_SECONDS = 1.0
 
-RenderImage = Callable[[dict, Path, "Path | None"], None]
+# render_image(row, image_path, mask_path_or_None) -> None, or {"bbox": box or None} when the
+# renderer knows the car's box in the mask it wrote (else the loop reads it from the file)
+RenderImage = Callable[[dict, Path, "Path | None"], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -770,6 +772,8 @@ def render_samples(spec: Spec, out_dir: str | Path, render_image: RenderImage,
 
     ``render_image(row, image_path, mask_path_or_None)`` must write the image (and the mask,
     when a path is given) to exactly those temporary paths; they end in the real file suffix.
+    It may return {"bbox": box or None}, the car's box in the mask (core.mask_box), which
+    spares the loop reading the mask back for it.
     Indices already complete are skipped. metadata.csv and dataset.json are rewritten at the
     end and whenever the loop stops early (finalize=False leaves that to the caller, e.g. a
     parent process of several workers). Disk full raises CarprobeError; completed work is kept.
@@ -800,7 +804,7 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
     tmp_mask = temp_path(mask) if mask is not None else None
     files = [(tmp_image, image)] + ([(tmp_mask, mask)] if mask is not None else [])
     try:
-        render_image(row, tmp_image, tmp_mask)
+        rendered = render_image(row, tmp_image, tmp_mask)
         for tmp, final in files:
             if not tmp.is_file():
                 raise RuntimeError(f"the renderer wrote no file {tmp} for {final.name} (sample {row['index']})")
@@ -812,7 +816,9 @@ def _render_one(root: Path, row: dict[str, Any], render_image: RenderImage, jour
         for tmp, _ in files:
             tmp.unlink(missing_ok=True)
         raise
-    journal.add(row["index"], row["file_name"], row["mask_file_name"], files, bbox=_bbox_of(tmp_mask))
+    known = isinstance(rendered, dict) and "bbox" in rendered and tmp_mask is not None
+    bbox = rendered["bbox"] if known else _bbox_of(tmp_mask)  # the renderer's: no second decode of the mask
+    journal.add(row["index"], row["file_name"], row["mask_file_name"], files, bbox=bbox)
 
 
 def _bbox_of(mask: Path | None):

@@ -14,7 +14,7 @@ from PIL import Image
 from analysis.data import RenderSetData, RenderSetDataset
 from blender_addon.core import render_set as rs
 from blender_addon.core.errors import CarprobeError
-from blender_addon.core.mask_box import mask_bbox
+from blender_addon.core.mask_box import mask_bbox, rows_bbox
 from blender_addon.core.sampling import BBOX_COLUMNS, column_types
 
 from synthetic_set import QUICK_TOML, render_synthetic_set
@@ -93,6 +93,8 @@ def test_mask_bbox_reads_filtered_pngs_and_empty_masks(tmp_path):
     ids[15:, :] = 6  # ground is not the car
     Image.fromarray(ids).save(tmp_path / "m.png", optimize=True)
     assert mask_bbox(tmp_path / "m.png") == (7, 3, 25, 11)
+    assert rows_bbox([row.tobytes() for row in ids]) == (7, 3, 25, 11)  # the renderer's, from memory
+    assert rows_bbox([bytes(30)] * 3 + [bytes([6]) * 30]) is None  # background and ground only
     Image.fromarray(np.dstack([ids] * 3)).save(tmp_path / "rgb.png")
     assert mask_bbox(tmp_path / "rgb.png") == (7, 3, 25, 11)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "empty.png")

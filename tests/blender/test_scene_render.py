@@ -390,8 +390,9 @@ def test_k_and_rt_reproject_the_cars_box_onto_the_mask_box(fresh, tmp_path):
 
     for index in range(sample_count(spec)):
         row = sample_row(spec, index)
-        render(row, tmp_path / f"{index}.png", tmp_path / f"{index}-mask.png")
+        told = render(row, tmp_path / f"{index}.png", tmp_path / f"{index}-mask.png")
         x0, y0, x1, y1 = mask_bbox(tmp_path / f"{index}-mask.png")
+        assert told == {"bbox": (x0, y0, x1, y1)}  # the box the render loop records, from the ids in memory
         # K's pixel-centre convention: pixel i spans [i - 0.5, i + 0.5]
         edges = (x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5)
         K, Rt = json.loads(row["camera.K"]), json.loads(row["camera.Rt"])

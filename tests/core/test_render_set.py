@@ -59,6 +59,28 @@ def test_full_render_writes_images_masks_metadata_and_dataset_json(tmp_path, sma
     assert temp_files(root) == []
 
 
+@pytest.mark.parametrize("told", [True, False])
+def test_the_renderers_box_is_recorded_without_reading_the_mask_again(tmp_path, small_spec, monkeypatch, told):
+    """A renderer that returns {"bbox": ...} (Blender's: the ids it has in memory) saves a second
+    decode of every mask; one that returns None gets the box read from its mask file."""
+    read = []
+    monkeypatch.setattr(render_set, "mask_bbox", lambda path: (read.append(path), (0, 0, 4, 3))[1])
+    fake = FakeRenderer()
+
+    def renderer(row, image_path, mask_path):
+        fake(row, image_path, mask_path)
+        return {"bbox": (row["index"] % 4, 1, 4, 3)} if told else None
+
+    render_set.render_samples(small_spec, tmp_path / "set", renderer, progress=False)
+    with open(tmp_path / "set" / "metadata.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    boxes = [tuple(int(r[f"bbox_{c}"]) for c in ("x0", "y0", "x1", "y1")) for r in rows]
+    if told:
+        assert read == [] and boxes == [(i % 4, 1, 4, 3) for i in range(12)]
+    else:
+        assert len(read) == 12 and boxes == [(0, 0, 4, 3)] * 12
+
+
 def test_renderer_gets_hidden_temp_paths_in_the_final_folder_with_the_real_suffix(tmp_path, small_spec):
     renderer = FakeRenderer()
     render_set.render_samples(small_spec, tmp_path, renderer, indices=[3], progress=False)
