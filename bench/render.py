@@ -6,7 +6,8 @@
    ``bpy.ops.render.render(write_still=True)`` to a plain file). Both sides build the same scenes,
    so the difference is carprobe's own per-image cost. Each round runs both sides, alternating
    which goes first; the per-round ratio pipeline / bare is the measurement.
-   Goal: overhead < 5 % at 64 px, 8 samples (the defaults), with masks off and on.
+   Goal: overhead < 5 % at 64 px, 8 samples (the defaults), with masks off and on. `--burn N`
+   (auto: one per core) runs the rounds while N busy processes share the machine.
 2. Worker scaling (--scaling): ``carprobe render`` in fresh processes, as a user runs it: one
    process (Cycles on every core) versus N workers with each candidate thread split per worker
    (--threads T, and auto = every core in each worker), all interleaved in rounds (the order
@@ -20,7 +21,7 @@ Each part prints the load average, the CPU seconds of each side (user + system; 
 shows Cycles busy-waiting), per-round ratios (min / median / max) and a verdict that holds only
 when every round agrees; on a loaded machine disagreeing rounds read "too loaded to conclude".
 
-Usage: python bench/render.py [--n 12] [--size 64] [--samples 8] [--rounds 5] [--memory-n 0]
+Usage: python bench/render.py [--n 12] [--size 64] [--samples 8] [--rounds 5] [--memory-n 0] [--burn auto]
        python bench/render.py --scaling [--spec scenes/quick.toml] [--size 224] [--limit 24]
                               [--workers 2 4] [--rounds 3]
 Exits 0 either way (a benchmark, not a test).
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from blender_addon.commands.render import blender_output_to  # noqa: E402  (Blender's log off stdout)
 from blender_addon.core.spec import parse_spec  # noqa: E402
-from paired import Timed, is_loaded, load_average, load_line, spread, usable_cores, verdict  # noqa: E402
+from paired import CpuBurner, Timed, is_loaded, load_average, load_line, spread, usable_cores, verdict  # noqa: E402
 
 OVERHEAD_GOAL = 1.05  # pipeline / bare
 SCALING_GOAL = 0.9  # x N
@@ -123,18 +124,19 @@ def overhead(args, load_before: float) -> None:
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     print(f"overhead: Blender {bpy.app.version_string}, Cycles CPU, {args.size}x{args.size} px, "
-          f"{args.samples} samples, {args.n} images per side, {args.rounds} rounds")
+          f"{args.samples} samples, {args.n} images per side, {args.rounds} rounds, {args.burn} burner processes")
     # first-use costs (kernels, HDRI files) on neither side
     with tempfile.TemporaryDirectory() as tmp, blender_output_to(Path(tmp) / "blender.log"):
         warm = make_spec(3, args.size, args.samples, True, seed=99)
         pipeline(warm, Path(tmp) / "warm")
         bare_loop(warm, 3, Path(tmp))
-    loaded = is_loaded(load_before)
+    loaded = is_loaded(load_before) or args.burn > 0
     for masks in (False, True):
         spec = make_spec(args.n, args.size, args.samples, masks)
         bare, ours = Timed(), Timed()
         durability: list[float] = []
-        with tempfile.TemporaryDirectory() as tmp, blender_output_to(Path(tmp) / "blender.log"):
+        with tempfile.TemporaryDirectory() as tmp, blender_output_to(Path(tmp) / "blender.log"), \
+                CpuBurner(args.burn):
             for r in range(args.rounds):
                 out = Path(tmp) / f"set-{r}"
                 sides = [(bare, lambda: bare_loop(spec, args.n, Path(tmp))),
@@ -251,7 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", help="worker counts for --scaling (default: usable cores)")
     ap.add_argument("--memory-n", type=int, default=0, help="renders for the memory check (0: skip)")
     ap.add_argument("--memory-size", type=int, default=32)
+    ap.add_argument("--burn", default="0", help="busy processes during the overhead rounds (auto: one per core)")
     args = ap.parse_args(argv)
+    args.burn = usable_cores() if args.burn == "auto" else int(args.burn)
     load_before = load_average()
     print(load_line(load_before))
     if args.scaling:

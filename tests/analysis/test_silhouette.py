@@ -91,6 +91,19 @@ def test_chunked_finiteness_check_rejects_nan_and_inf_in_any_chunk(monkeypatch, 
         silhouette_samples(X, labels)
 
 
+def test_finiteness_check_accepts_finite_rows_whose_sum_overflows():
+    """The check's fast path sums each chunk; a sum that overflows to infinity from finite values
+    must fall back to the element-wise check, not reject the input."""
+    from analysis.metrics._inputs import count_nonfinite_rows
+
+    big = torch.full((6, 4), 3.0e38, dtype=torch.float32)  # finite; any two of them sum to inf
+    assert not torch.isfinite(big.sum())
+    assert count_nonfinite_rows(big) == 0
+    big[2, 1] = float("nan")
+    big[4, 0] = -float("inf")
+    assert count_nonfinite_rows(big) == 2
+
+
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_busy_machine_runs_on_one_thread_and_restores_the_setting(monkeypatch, metric):
     from analysis.metrics import silhouette
