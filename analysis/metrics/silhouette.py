@@ -57,7 +57,8 @@ _CANDIDATE_RTOL = 1e-4
 # above, differences of a float64 running sum (the product's cost grows with the cluster count).
 _ONEHOT_MAX_CLUSTERS = 128
 _CPU_TILE = 768  # rows and columns of a Euclidean distance tile on the CPU (see _euclidean_silhouettes)
-# Memory the Euclidean tile sweep's extra per-thread sums may take (see _sweep); beyond it, fewer threads.
+# Memory the Euclidean threads' own buffers may take beyond one thread's (the sweep's sums, the
+# exact pass's distance blocks; see _sweep, _exact_candidate_sums); beyond it, fewer threads.
 _SWEEP_EXTRA_BYTES = 256 * 2**20
 
 
@@ -303,7 +304,8 @@ def _exact_candidate_sums(x64: torch.Tensor, pos: np.ndarray, own_c_np: np.ndarr
         cand_rows = np.flatnonzero(cand_np[:, c])
         if len(own_rows) or len(cand_rows):
             jobs.append((c, own_rows, cand_rows))
-    workers = max(1, min(workers, len(jobs)))
+    block_bytes = 8 * 4 * block * block  # _exact_sums_to_cluster's float64 distance block
+    workers = max(1, min(workers, len(jobs), 1 + _SWEEP_EXTRA_BYTES // block_bytes))
 
     def run(w: int) -> list[torch.Tensor]:
         out = []

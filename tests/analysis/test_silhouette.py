@@ -192,7 +192,7 @@ def test_euclidean_sweep_error_in_a_thread_is_raised_and_threads_restored(monkey
     assert torch.get_num_threads() == 2
 
 
-def test_euclidean_sweep_takes_fewer_threads_when_their_sums_would_not_fit(monkeypatch):
+def test_euclidean_threads_are_fewer_when_their_buffers_would_not_fit(monkeypatch):
     from analysis.metrics import silhouette
 
     started = []
@@ -204,7 +204,7 @@ def test_euclidean_sweep_takes_fewer_threads_when_their_sums_would_not_fit(monke
     codes, _ = silhouette.encode_labels(labels, 300)
     got = silhouette._euclidean_silhouettes(torch.from_numpy(X), codes, 5, torch.device("cpu"), 64, rows=None,
                                             workers=4)
-    assert started[0] == 2  # the sweep: 1 + one extra; the exact sums need no extra memory
+    assert started == [2, 1]  # the sweep: 1 + one extra (300 x 5) sums; a distance block is larger
     np.testing.assert_allclose(got, sk_samples(X, labels, metric="euclidean"), atol=1e-6)
 
 
