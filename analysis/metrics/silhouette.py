@@ -307,9 +307,11 @@ def _exact_candidate_sums(x64: torch.Tensor, pos: np.ndarray, own_c_np: np.ndarr
     block_bytes = 8 * 4 * block * block  # _exact_sums_to_cluster's float64 distance block
     workers = max(1, min(workers, len(jobs), 1 + _SWEEP_EXTRA_BYTES // block_bytes))
 
-    def run(w: int) -> list[torch.Tensor]:
+    def run(w: int, stop: threading.Event) -> list[torch.Tensor]:
         out = []
         for c, own_rows, cand_rows in jobs[w::workers]:
+            if stop.is_set():
+                break
             lo, hi = int(starts_np[c]), int(starts_np[c] + counts_np[c])
             out.append(_exact_sums_to_cluster(x64, pos[np.concatenate([own_rows, cand_rows])], lo, hi, block))
         return out
@@ -435,9 +437,11 @@ def _sweep(tiles: list, add_tile: Callable[[Any, torch.Tensor], None], shape: tu
     does not depend on timing). Extra sums beyond _SWEEP_EXTRA_BYTES mean fewer threads."""
     workers = max(1, min(workers, len(tiles), 1 + _SWEEP_EXTRA_BYTES // max(1, 8 * shape[0] * shape[1])))
 
-    def run(w: int) -> torch.Tensor:
+    def run(w: int, stop: threading.Event) -> torch.Tensor:
         sums = torch.zeros(shape, dtype=torch.float64, device=dev)
         for tile in tiles[w::workers]:
+            if stop.is_set():
+                break
             add_tile(tile, sums)
         return sums
 
@@ -448,22 +452,27 @@ def _sweep(tiles: list, add_tile: Callable[[Any, torch.Tensor], None], shape: tu
     return total
 
 
-def _on_threads(workers: int, job: Callable[[int], Any]) -> list[Any]:
-    """[job(0), ..., job(workers - 1)], each on its own thread running single-threaded torch
-    kernels (one worker: here, with torch's setting). Torch's own threads end every kernel in a
-    barrier, where a thread whose partner lost its core spins for a time slice; threads that
+def _on_threads(workers: int, job: Callable[[int, threading.Event], Any]) -> list[Any]:
+    """[job(0, stop), ..., job(workers - 1, stop)], each on its own thread running single-threaded
+    torch kernels (one worker: here, with torch's setting). Torch's own threads end every kernel
+    in a barrier, where a thread whose partner lost its core spins for a time slice; threads that
     share nothing but their input never wait for each other, and on a machine other jobs keep
-    busy they get one share of the cores per thread instead of one for the whole silhouette."""
+    busy they get one share of the cores per thread instead of one for the whole silhouette.
+
+    A job checks `stop` between its items: it is set when any job fails or the caller is
+    interrupted (Ctrl-C), so no thread goes on computing a result nobody will read."""
+    stop = threading.Event()
     if workers <= 1:
-        return [job(0)]
+        return [job(0, stop)]
     results: list[Any] = [None] * workers
     errors: list[BaseException | None] = [None] * workers
 
     def run(w: int) -> None:
         try:
-            results[w] = job(w)
+            results[w] = job(w, stop)
         except BaseException as exc:  # raised in the calling thread below
             errors[w] = exc
+            stop.set()
 
     threads = [threading.Thread(target=run, args=(w,), name=f"carprobe-silhouette-{w}", daemon=True)
                for w in range(workers)]
@@ -474,6 +483,9 @@ def _on_threads(workers: int, job: Callable[[int], Any]) -> list[Any]:
             thread.start()
         for thread in threads:
             thread.join()
+    except BaseException:
+        stop.set()  # e.g. KeyboardInterrupt in join: the threads end after their current item
+        raise
     finally:
         torch.set_num_threads(before)
     for error in errors:

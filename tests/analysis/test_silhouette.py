@@ -192,6 +192,71 @@ def test_euclidean_sweep_error_in_a_thread_is_raised_and_threads_restored(monkey
     assert torch.get_num_threads() == 2
 
 
+@pytest.mark.parametrize("how", ["a thread fails", "the caller is interrupted"])
+def test_threads_stop_early_when_one_fails_or_the_caller_is_interrupted(monkeypatch, how):
+    """No thread goes on computing for a result nobody will read (an error elsewhere, Ctrl-C)."""
+    import threading
+    import time
+
+    from analysis.metrics import silhouette
+
+    done = []
+
+    def job(w, stop):
+        if w == 0 and how == "a thread fails":
+            raise ValueError("tile 0")
+        count = 0
+        while count < 1000 and not stop.is_set():  # 1 s of work unless told to stop
+            time.sleep(0.001)
+            count += 1
+        done.append(count)
+
+    if how == "the caller is interrupted":
+        join = threading.Thread.join
+
+        def interrupted_join(thread, timeout=None):
+            if thread.name.startswith("carprobe-silhouette"):
+                join(thread, 0.02)
+                raise KeyboardInterrupt
+            return join(thread, timeout)
+
+        monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    torch.set_num_threads(2)
+    with pytest.raises(ValueError if how == "a thread fails" else KeyboardInterrupt):
+        silhouette._on_threads(2, job)
+    assert torch.get_num_threads() == 2
+    deadline = time.monotonic() + 5
+    while len(done) < (1 if how == "a thread fails" else 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done and max(done) < 500
+
+
+@pytest.mark.parametrize("stage", ["_tile_distances", "_exact_sums_to_cluster"])
+def test_euclidean_passes_check_the_stop_flag_between_items(monkeypatch, stage):
+    import threading
+    import time
+
+    from analysis.metrics import silhouette
+
+    others = []
+    original = getattr(silhouette, stage)
+
+    def slow_or_failing(*args):
+        if threading.current_thread().name.endswith("-0"):
+            raise ValueError("first thread fails")
+        others.append(1)
+        time.sleep(0.005)
+        return original(*args)
+
+    monkeypatch.setattr(silhouette, stage, slow_or_failing)
+    X, labels = blobs(1300, 4, 60, 1.0, seed=9)  # 231 tiles of 64, 60 clusters
+    codes, _ = silhouette.encode_labels(labels, 1300)
+    with pytest.raises(ValueError, match="first thread fails"):
+        silhouette._euclidean_silhouettes(torch.from_numpy(X), codes, 60, torch.device("cpu"), 64, rows=None,
+                                          workers=2)
+    assert len(others) < 20  # of the 115 tiles or 30 clusters the other thread had
+
+
 def test_euclidean_threads_are_fewer_when_their_buffers_would_not_fit(monkeypatch):
     from analysis.metrics import silhouette
 
