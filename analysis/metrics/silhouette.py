@@ -42,7 +42,7 @@ import torch
 
 from blender_addon.core.errors import CarprobeError
 
-from ._inputs import as_embeddings, check_label_count, check_metric, encode_labels, l2_normalize, resolve_device
+from ._inputs import as_embeddings, check_label_count, check_metric, encode_labels, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ _CANDIDATE_RTOL = 1e-4
 # Up to this many clusters per tile, per-cluster sums are one product with a one-hot matrix;
 # above, differences of a float64 running sum (the product's cost grows with the cluster count).
 _ONEHOT_MAX_CLUSTERS = 128
+# Cosine: normalised rows up to this size are kept from the first pass for the second.
+_COSINE_KEEP_BYTES = 64 * 2**20
 _CPU_TILE = 768  # rows and columns of a Euclidean distance tile on the CPU (see _euclidean_silhouettes)
 # Memory the Euclidean threads' own buffers may take beyond one thread's (the sweep's sums, the
 # exact pass's distance blocks; see _sweep, _exact_candidate_sums); beyond it, fewer threads.
@@ -176,19 +178,29 @@ def _cosine_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.d
     chunk = chunk_size or (65536 if dev.type == "cuda" else 2048)
     codes_t = torch.from_numpy(codes).to(dev)
     counts = torch.bincount(codes_t, minlength=k).to(torch.float64)
-    # Pass 1: per-cluster sums of the normalised rows (float64), streamed over row chunks.
+    # Pass 1: per-cluster sums of the normalised rows (float64), streamed over row chunks; kept
+    # for pass 2 while they are small (the 1M-row case streams twice, as memory is the limit).
     sums = torch.zeros(k, d, dtype=torch.float64, device=dev)
+    keep = rows is None and n * d * 8 <= _COSINE_KEEP_BYTES
+    kept = []
     for start in range(0, n, chunk):
-        u = l2_normalize(t[start:start + chunk].to(dev, torch.float64))
+        u = _unit_rows(t[start:start + chunk].to(dev, torch.float64))
         sums.index_add_(0, codes_t[start:start + chunk], u)
+        if keep:
+            kept.append(u)
     # Pass 2: summed distance to every cluster = |C| - u.S_C; own cluster excludes i itself.
     row_ids = torch.arange(n) if rows is None else torch.from_numpy(np.asarray(rows, dtype=np.int64))
     # One preallocated result: a small array kept per chunk pins the heap between the chunks'
     # temporaries, and the process grew by ~170 MB over 1M rows.
     out = np.empty(len(row_ids), dtype=np.float64)
-    for start in range(0, len(row_ids), chunk):
+    for number, start in enumerate(range(0, len(row_ids), chunk)):
         ids = row_ids[start:start + chunk]
-        u = l2_normalize(t[ids.to(t.device)].to(dev, torch.float64))
+        if keep:
+            u = kept[number]
+        elif rows is None:
+            u = _unit_rows(t[start:start + chunk].to(dev, torch.float64))
+        else:
+            u = _unit_rows(t[ids.to(t.device)].to(dev, torch.float64))
         c = codes_t[ids.to(dev)]
         dist_sums = counts.unsqueeze(0) - u @ sums.T                          # (B, k)
         own_counts = counts[c]
@@ -199,6 +211,13 @@ def _cosine_silhouettes(t: torch.Tensor, codes: np.ndarray, k: int, dev: torch.d
         b = mean_other.min(dim=1).values
         out[start:start + len(ids)] = _combine(a, b, own_counts)
     return out
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """l2_normalize with one division per row, not per element (a new tensor: `x` may be the
+    caller's own float64 input); within an ulp of scikit-learn's `normalize`."""
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x * torch.where(norms == 0, torch.ones_like(norms), norms).reciprocal_()
 
 
 # -- Euclidean: float32 tiles select, float64 decides ------------------------------------------

@@ -273,6 +273,20 @@ def test_euclidean_threads_are_fewer_when_their_buffers_would_not_fit(monkeypatc
     np.testing.assert_allclose(got, sk_samples(X, labels, metric="euclidean"), atol=1e-6)
 
 
+def test_cosine_keeps_or_streams_the_normalised_rows_with_the_same_bits_and_leaves_the_input_alone(monkeypatch):
+    from analysis.metrics import silhouette
+
+    X, labels = blobs(500, 6, 7, 1.0, seed=10)
+    X[3] = 0.0  # a zero row stays zero (no division by its norm)
+    t = torch.from_numpy(X.copy())  # float64: the normalisation must not write into it
+    kept = silhouette_samples(t, labels, "cosine", chunk_size=64)
+    monkeypatch.setattr(silhouette, "_COSINE_KEEP_BYTES", 0)  # stream both passes, as for 1M rows
+    streamed = silhouette_samples(t, labels, "cosine", chunk_size=64)
+    np.testing.assert_array_equal(kept, streamed)
+    np.testing.assert_allclose(kept, sk_samples(X, labels, metric="cosine"), atol=1e-6)
+    assert torch.equal(t, torch.from_numpy(X))
+
+
 def test_duplicate_and_zero_rows_match_sklearn():
     X, labels = blobs(120, 4, 3, 0.5, offset=30.0, seed=2)
     X[5] = X[6]
