@@ -146,10 +146,9 @@ def interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float, float
     return float(low), float(high)
 
 
-def wilson(successes: int, trials: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (NaN without trials): the saliency pointing
-    game's interval, so both sections report rates the same way."""
-    return wilson_interval(successes, trials)
+# 95% Wilson score interval of a proportion (NaN without trials): the saliency pointing game's,
+# so both sections report rates the same way (kept under this name: analysis.effects exports it)
+wilson = wilson_interval
 
 
 # --- identity kept ----------------------------------------------------------------------

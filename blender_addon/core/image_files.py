@@ -5,7 +5,7 @@ every image and mask before it records it: a PNG must have its signature, every 
 an IHDR first, image data that decompresses to its end, and IEND last; a JPEG its start and
 end markers. Blender also writes the render date and timings as PNG text chunks (JPEG comment
 segments), which would make two renders of identical pixels differ in bytes;
-`strip_image_metadata` drops them; `finish_image` does both from one read.
+`finish_image` checks a file and drops them, from one read.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def check_image(path: str | os.PathLike) -> None:
 
 
 def finish_image(path: str | os.PathLike) -> None:
-    """check_image, then strip_image_metadata, from one read and one parse: what the render
+    """check_image, then rewrite a PNG without its text and time chunks (a JPEG without its
+    comment segments; no-op when it has none), from one read and one parse: what the render
     loop does with every new image and mask before recording it."""
     path = Path(path)
     data = path.read_bytes()
@@ -98,20 +99,7 @@ def _checked_chunks(data: bytes, suffix: str) -> list[tuple[bytes, bytes]] | Non
     return None
 
 
-def strip_image_metadata(path: str | os.PathLike) -> None:
-    """Rewrite a PNG without its text and time chunks, a JPEG without its comment segments (in
-    place; no-op when it has none). Raises DamagedImage for a damaged PNG."""
-    path = Path(path)
-    data = path.read_bytes()
-    suffix = path.suffix.lower()
-    stripped = _strip_png(data) if suffix == ".png" else _strip_jpeg(data) if suffix in (".jpg", ".jpeg") else data
-    if stripped != data:
-        path.write_bytes(stripped)
-
-
-def _strip_png(data: bytes, chunks: list[tuple[bytes, bytes]] | None = None) -> bytes:
-    if chunks is None:
-        chunks = png_chunks(data, decompress=False)  # structure only; check_image checks the data
+def _strip_png(data: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
     kept = [(kind, payload) for kind, payload in chunks if kind not in VOLATILE_PNG_CHUNKS]
     if len(kept) == len(chunks):
         return data

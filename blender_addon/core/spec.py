@@ -685,7 +685,6 @@ def _check_dependencies(spec: Spec, problems: _Problems, check_files: bool) -> N
                      "file; give a file")
 
 
-
 def require_file(spec: Any, param_path: str, value: str) -> Path:
     """The existing file a row's path parameter names (spec.resolve_file, else the path as
     given), or a CarprobeError naming the parameter and where files are looked for."""

@@ -384,7 +384,7 @@ def test_a_short_image_or_mask_is_never_recorded_and_is_rendered_again(tmp_path,
 
 
 def test_check_image_finds_every_kind_of_damage(tmp_path):
-    from blender_addon.core.image_files import DamagedImage, check_image, strip_image_metadata
+    from blender_addon.core.image_files import DamagedImage, check_image, finish_image
     good = tmp_path / "a.png"
     FakeRenderer()({"index": 5}, good, None)
     check_image(good)
@@ -404,7 +404,7 @@ def test_check_image_finds_every_kind_of_damage(tmp_path):
     stamped = tmp_path / "c.png"
     stamped.write_bytes(data[:33] + chunk + data[33:])  # after the signature and IHDR
     check_image(stamped)
-    strip_image_metadata(stamped)
+    finish_image(stamped)
     assert stamped.read_bytes() == data
     # finish_image: both at once, as the render loop does
     from blender_addon.core.image_files import finish_image
